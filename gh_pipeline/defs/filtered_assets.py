@@ -1,0 +1,41 @@
+import dagster as dg
+
+from gh_pipeline import snapshot, transform
+from gh_pipeline.defs.asset_keys import (
+    FILTERED_GROUP,
+    ISSUES_EVENTS,
+    PULL_REQUEST_EVENTS,
+    RAW_EVENTS,
+    WATCH_EVENTS,
+)
+from gh_pipeline.defs.resources import WAREHOUSE_POOL, PipelineStorage, Warehouse
+
+
+def _filtered_asset(key: dg.AssetKey, description: str) -> dg.AssetsDefinition:
+    table = key.path[-1]
+
+    @dg.asset(
+        key=key,
+        deps=[RAW_EVENTS],
+        group_name=FILTERED_GROUP,
+        kinds={"duckdb"},
+        pool=WAREHOUSE_POOL,
+        description=description,
+    )
+    def _asset(warehouse: Warehouse, storage: PipelineStorage) -> dg.MaterializeResult:
+        with warehouse.connect() as conn:
+            added = transform.refresh_filtered(conn, table)
+            total = transform.row_count(conn, table)
+            snapshot.publish_table(conn, storage.snapshot_dir, table)
+        return dg.MaterializeResult(metadata={"dagster/row_count": total, "rows_added": added})
+
+    return _asset
+
+
+watch_events = _filtered_asset(WATCH_EVENTS, "WatchEvents (stars) with typed columns.")
+pull_request_events = _filtered_asset(
+    PULL_REQUEST_EVENTS, "PullRequestEvents with action and PR number as typed columns."
+)
+issues_events = _filtered_asset(
+    ISSUES_EVENTS, "IssuesEvents with action and issue number as typed columns."
+)

@@ -1,0 +1,16 @@
+import dagster as dg
+
+from gh_pipeline.defs.asset_keys import RAW_EVENTS
+
+POLL_JOB_NAME = "poll_github_events"
+POLL_TAG = "gh_pipeline/poll"
+
+# One process per poll: the ops run in order inside it, so the tick pays Python start-up once and
+# DuckDB sees a single writer.
+poll_job = dg.define_asset_job(
+    name=POLL_JOB_NAME,
+    selection=dg.AssetSelection.assets(RAW_EVENTS).downstream(),
+    executor_def=dg.in_process_executor,
+    tags={POLL_TAG: "true"},
+    description="Poll GitHub /events once and refresh the filtered and metric tables.",
+)

@@ -1,0 +1,44 @@
+import dagster as dg
+
+from gh_pipeline import ingest
+from gh_pipeline.defs.asset_keys import INGEST_GROUP, RAW_EVENTS
+from gh_pipeline.defs.resources import WAREHOUSE_POOL, GitHubApiResource, PipelineStorage, Warehouse
+
+
+@dg.asset(key=RAW_EVENTS, group_name=INGEST_GROUP, kinds={"github", "duckdb"}, pool=WAREHOUSE_POOL)
+def raw_events(
+    context: dg.AssetExecutionContext,
+    github: GitHubApiResource,
+    warehouse: Warehouse,
+    storage: PipelineStorage,
+) -> dg.MaterializeResult:
+    """Every event polled from GitHub's /events feed, stored exactly once per event id."""
+    with github.client() as client, warehouse.connect() as conn:
+        outcome = ingest.poll_once(
+            client=client, conn=conn, data_dir=storage.root, poll_id=context.run_id
+        )
+        total = conn.execute("SELECT count(*) FROM raw_events").fetchone()
+    context.log.info(
+        f"poll {outcome.poll_id}: HTTP {outcome.status}, {outcome.pages} page(s), "
+        f"{outcome.received} received, {outcome.new} new, {outcome.duplicates} duplicates"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": int(total[0]) if total else 0,
+            "http_status": outcome.status,
+            "pages": outcome.pages,
+            "events_received": outcome.received,
+            "new_events": outcome.new,
+            "duplicates": outcome.duplicates,
+            "rejected": outcome.rejected,
+            "etag_matched": outcome.etag_matched,
+            "reached_known_events": outcome.reached_known,
+            "rate_limit_remaining": dg.MetadataValue.int(outcome.rate_limit_remaining)
+            if outcome.rate_limit_remaining is not None
+            else dg.MetadataValue.text("unknown"),
+            "next_poll_at": outcome.next_poll_at.isoformat() if outcome.next_poll_at else "now",
+            "landing_file": str(outcome.landing_file)
+            if outcome.landing_file
+            else "none (no events)",
+        }
+    )

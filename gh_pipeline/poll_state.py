@@ -1,0 +1,64 @@
+"""Poll state kept as a small JSON file beside the warehouse (no Dagster import).
+
+The sensor reads it without touching DuckDB (a reader would block the writer). The run writes it
+only after the rows it describes are committed, so a crash can cost a re-fetch, never an event.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "poll_state.json"
+
+
+@dataclass(frozen=True)
+class PollState:
+    etag: str | None = None
+    last_poll_id: str | None = None
+    last_poll_started_at: datetime | None = None
+    last_status: int | None = None
+    poll_interval_s: int | None = None
+    next_poll_at: datetime | None = None
+    rate_limit_limit: int | None = None
+    rate_limit_remaining: int | None = None
+    rate_limit_reset_at: datetime | None = None
+    reason: str | None = None
+
+    def with_(self, **changes: Any) -> "PollState":
+        return replace(self, **changes)
+
+
+_DATES = {"last_poll_started_at", "next_poll_at", "rate_limit_reset_at"}
+
+
+def state_path(state_dir: Path) -> Path:
+    return state_dir / STATE_FILE
+
+
+def load_state(state_dir: Path) -> PollState:
+    path = state_path(state_dir)
+    if not path.exists():
+        return PollState()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"poll state file {path} is not valid JSON: {exc}") from exc
+    known = {k: v for k, v in raw.items() if k in PollState.__dataclass_fields__}
+    for key in _DATES & known.keys():
+        if known[key] is not None:
+            known[key] = datetime.fromisoformat(known[key])
+    return PollState(**known)
+
+
+def save_state(state_dir: Path, state: PollState) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(state).items()}
+    path = state_path(state_dir)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    tmp.replace(path)
