@@ -5,6 +5,7 @@ from datetime import datetime
 import duckdb
 
 from gh_pipeline.models import EVENT_COUNT_WINDOWS_MIN, TRACKED_EVENT_TYPES
+from gh_pipeline.store import scalar
 
 PR_INTERVALS = "pr_intervals"
 EVENT_COUNTS = "event_counts"
@@ -88,5 +89,4 @@ def refresh_repo_pr_counts(conn: duckdb.DuckDBPyConnection) -> int:
 
 
 def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
-    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-    return int(row[0]) if row else 0
+    return int(scalar(conn, f"SELECT count(*) FROM {table}"))

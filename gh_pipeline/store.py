@@ -6,6 +6,7 @@ Every write happens inside one transaction so a crash leaves either all rows of 
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -109,6 +110,13 @@ WHERE s.reason IS NOT NULL
 """
 
 
+def scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> Any:
+    """First value of a query, fully consuming the result (DuckDB 2 refuses new work on a
+    connection that still holds an unfinished result)."""
+    rows = conn.execute(sql, params or {}).fetchall()
+    return rows[0][0] if rows else None
+
+
 def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,11 +143,10 @@ def _load_staged(
     conn.execute(_STAGE_SQL, {"path": str(path)})
     received, rejected = conn.execute(
         "SELECT count(*), count(*) FILTER (WHERE reason IS NOT NULL) FROM _stage"
-    ).fetchone() or (0, 0)
-    row = conn.execute(
-        _INSERT_RAW_SQL, {"ingested_at": now, "poll_id": poll_id, "source": source}
-    ).fetchone()
-    new = int(row[0]) if row else 0
+    ).fetchall()[0]
+    new = int(
+        scalar(conn, _INSERT_RAW_SQL, {"ingested_at": now, "poll_id": poll_id, "source": source})
+    )
     conn.execute(_INSERT_REJECTED_SQL, {"now": now, "poll_id": poll_id, "source": source})
     conn.execute("DROP TABLE _stage")
     return LoadStats(

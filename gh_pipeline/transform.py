@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import duckdb
 
+from gh_pipeline.store import scalar
+
 WATCH_EVENTS = "watch_events"
 PULL_REQUEST_EVENTS = "pull_request_events"
 ISSUES_EVENTS = "issues_events"
@@ -67,10 +69,8 @@ def refresh_filtered(conn: duckdb.DuckDBPyConnection, name: str) -> int:
       AND NOT EXISTS (SELECT 1 FROM {table.name} t WHERE t.event_id = r.event_id)
     ORDER BY seq
     """
-    row = conn.execute(sql, {"event_type": table.event_type}).fetchone()
-    return int(row[0]) if row else 0
+    return int(scalar(conn, sql, {"event_type": table.event_type}))
 
 
 def row_count(conn: duckdb.DuckDBPyConnection, name: str) -> int:
-    row = conn.execute(f"SELECT count(*) FROM {FILTERED_TABLES[name].name}").fetchone()
-    return int(row[0]) if row else 0
+    return int(scalar(conn, f"SELECT count(*) FROM {FILTERED_TABLES[name].name}"))

@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from gh_pipeline import metrics, snapshot
+from gh_pipeline import metrics, snapshot, store
 from gh_pipeline.defs.asset_keys import (
     EVENT_COUNTS,
     ISSUES_EVENTS,
@@ -26,14 +26,14 @@ def pr_intervals(warehouse: Warehouse, storage: PipelineStorage) -> dg.Materiali
     """Average, median and p90 time between opened pull requests, per repository."""
     with warehouse.connect() as conn:
         rows = metrics.refresh_pr_intervals(conn)
-        with_interval = conn.execute(
-            "SELECT count(*) FROM pr_intervals WHERE avg_interval_s IS NOT NULL"
-        ).fetchone()
+        with_interval = store.scalar(
+            conn, "SELECT count(*) FROM pr_intervals WHERE avg_interval_s IS NOT NULL"
+        )
         snapshot.publish_table(conn, storage.snapshot_dir, metrics.PR_INTERVALS)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
-            "repos_with_interval": int(with_interval[0]) if with_interval else 0,
+            "repos_with_interval": int(with_interval),
         }
     )
 
@@ -50,15 +50,15 @@ def event_counts(warehouse: Warehouse, storage: PipelineStorage) -> dg.Materiali
     as_of = datetime.now(UTC)
     with warehouse.connect() as conn:
         rows = metrics.refresh_event_counts(conn, as_of=as_of)
-        last_hour = conn.execute(
-            "SELECT coalesce(sum(event_count), 0) FROM event_counts WHERE window_minutes = 60"
-        ).fetchone()
+        last_hour = store.scalar(
+            conn, "SELECT coalesce(sum(event_count), 0) FROM event_counts WHERE window_minutes = 60"
+        )
         snapshot.publish_table(conn, storage.snapshot_dir, metrics.EVENT_COUNTS)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             "as_of": as_of.isoformat(),
-            "tracked_events_last_60_min": int(last_hour[0]) if last_hour else 0,
+            "tracked_events_last_60_min": int(last_hour),
         }
     )
 

@@ -1,6 +1,6 @@
 import dagster as dg
 
-from gh_pipeline import ingest
+from gh_pipeline import ingest, store
 from gh_pipeline.defs.asset_keys import INGEST_GROUP, RAW_EVENTS
 from gh_pipeline.defs.resources import WAREHOUSE_POOL, GitHubApiResource, PipelineStorage, Warehouse
 
@@ -17,14 +17,14 @@ def raw_events(
         outcome = ingest.poll_once(
             client=client, conn=conn, data_dir=storage.root, poll_id=context.run_id
         )
-        total = conn.execute("SELECT count(*) FROM raw_events").fetchone()
+        total = int(store.scalar(conn, "SELECT count(*) FROM raw_events"))
     context.log.info(
         f"poll {outcome.poll_id}: HTTP {outcome.status}, {outcome.pages} page(s), "
         f"{outcome.received} received, {outcome.new} new, {outcome.duplicates} duplicates"
     )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": int(total[0]) if total else 0,
+            "dagster/row_count": total,
             "http_status": outcome.status,
             "pages": outcome.pages,
             "events_received": outcome.received,

@@ -1,0 +1,22 @@
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gh_pipeline_tests.fake_github import FakeGitHub
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private data directory; nothing a test writes lands in the real data/."""
+    path = tmp_path / "data"
+    monkeypatch.setenv("GH_PIPELINE_DATA_DIR", str(path))
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    return path
+
+
+@pytest.fixture
+def fake_github(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
+    with FakeGitHub(poll_interval=60) as fake:
+        monkeypatch.setenv("GITHUB_API_URL", fake.url)
+        yield fake
