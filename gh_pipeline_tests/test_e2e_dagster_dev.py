@@ -1,6 +1,7 @@
 """The README's main command, for real: `dagster dev` with the repository's dagster.yaml and
 workspace.yaml, no DAGSTER_HOME, polling a fake GitHub; then a restart keeps history."""
 
+import itertools
 import shutil
 import sqlite3
 from collections import Counter
@@ -89,6 +90,10 @@ def test_dagster_dev_polls_unattended_and_survives_restart(tmp_path: Path) -> No
         assert after[: len(first_session)] == first_session  # history survived the restart
 
     assert all(r.headers.get("user-agent", "").startswith("gh-pipeline") for r in fake.requests)
+    # Never sooner than X-Poll-Interval (3 s) after the previous poll began.
+    starts = [r.at for r in fake.requests if "page" not in r.query]
+    assert len(starts) >= 3
+    assert all(b - a >= 3.0 for a, b in itertools.pairwise(starts))
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         ids = {row[0] for row in conn.execute("SELECT event_id FROM raw_events").fetchall()}
         assert ids == {e["id"] for e in served}
