@@ -26,6 +26,13 @@ class PollState:
     rate_limit_remaining: int | None = None
     rate_limit_reset_at: datetime | None = None
     reason: str | None = None
+    # HTTP requests the last poll made (pages, retries, 304s): the cost the budget plan assumes.
+    last_poll_requests: int | None = None
+    # Consecutive secondary-limit refusals; kept across restarts so the backoff keeps growing.
+    secondary_limit_hits: int = 0
+    # Consecutive polls that failed (5xx, timeouts, bad bodies) after their in-poll retries.
+    consecutive_failures: int = 0
+    last_error: str | None = None
 
     def with_(self, **changes: Any) -> "PollState":
         return replace(self, **changes)
@@ -46,6 +53,8 @@ def load_state(state_dir: Path) -> PollState:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ValueError(f"poll state file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"poll state file {path} holds a JSON {type(raw).__name__}, not an object")
     known = {k: v for k, v in raw.items() if k in PollState.__dataclass_fields__}
     for key in _DATES & known.keys():
         if known[key] is not None:
@@ -54,6 +63,7 @@ def load_state(state_dir: Path) -> PollState:
 
 
 def save_state(state_dir: Path, state: PollState) -> None:
+    """Replace the state file atomically: a reader sees the old or the new state, never half."""
     state_dir.mkdir(parents=True, exist_ok=True)
     data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(state).items()}
     path = state_path(state_dir)

@@ -9,6 +9,7 @@ Run it for a demo (re-dates real events to now and adds a few every poll interva
 
 import argparse
 import copy
+import functools
 import hashlib
 import json
 import threading
@@ -134,7 +135,10 @@ class FakeGitHub:
     def start(self, port: int = 0) -> "FakeGitHub":
         handler = _make_handler(self)
         self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval lets stop() return quickly (the default waits up to 0.5 s).
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -255,6 +259,26 @@ def redate(
         event["created_at"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
         out.append(event)
     return out
+
+
+@functools.cache
+def _recorded_pool() -> tuple[dict[str, Any], ...]:
+    return tuple(recorded_2019_feed() + load_recorded("repo-events-duckdb-2023-page01.json"))
+
+
+def numbered_feed(
+    count: int, *, serial: int, newest: datetime | None = None, step_s: float = 1.0
+) -> list[dict[str, Any]]:
+    """`count` real recorded events (cycled when more are needed), newest first, re-dated
+    `step_s` apart ending at `newest`, with ids unique per `serial` (e.g. one serial per batch)
+    so a test can build feeds longer than the 300-event cap."""
+    pool = _recorded_pool()
+    out = []
+    for i in range(count):
+        event = copy.deepcopy(pool[i % len(pool)])
+        event["id"] = f"{serial:04d}{i:06d}"
+        out.append(event)
+    return redate(out, newest=newest or datetime.now(UTC), step_s=step_s)
 
 
 def main() -> None:

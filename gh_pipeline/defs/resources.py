@@ -50,9 +50,14 @@ class Warehouse(DuckDBResource):
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with self.get_connection() as conn:
-            store.ensure_schema(conn)
-            transform.ensure_filtered_schema(conn)
-            yield conn
+            # dagster-duckdb's get_connection closes only on success; close on errors too, so a
+            # failed asset never keeps the single-writer lock for the rest of its process.
+            try:
+                store.ensure_schema(conn)
+                transform.ensure_filtered_schema(conn)
+                yield conn
+            finally:
+                conn.close()
 
 
 def _env_or(name: str, default: str | None) -> str | dg.EnvVar | None:
