@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from gh_pipeline import metrics, snapshot, store
+from gh_pipeline import charts, metrics, snapshot, store
 from gh_pipeline.defs.asset_keys import (
     EVENT_COUNTS,
     ISSUES_EVENTS,
@@ -12,6 +12,7 @@ from gh_pipeline.defs.asset_keys import (
     REPO_PR_COUNTS,
     WATCH_EVENTS,
 )
+from gh_pipeline.defs.chart_values import chart_metadata
 from gh_pipeline.defs.resources import WAREHOUSE_POOL, PipelineStorage, Warehouse
 
 
@@ -30,10 +31,15 @@ def pr_intervals(warehouse: Warehouse, storage: PipelineStorage) -> dg.Materiali
             conn, "SELECT count(*) FROM pr_intervals WHERE avg_interval_s IS NOT NULL"
         )
         snapshot.publish_table(conn, storage.snapshot_dir, metrics.PR_INTERVALS)
+        table = charts.table_frame(conn, metrics.PR_INTERVALS)
+        busiest = charts.busiest_repo(table)
+        gaps = charts.busiest_repo_gaps_frame(conn, busiest) if busiest else None
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             "repos_with_interval": int(with_interval),
+            "prs_opened": int(table["pr_opened"].sum()),
+            **chart_metadata(charts.pr_intervals_chart(table, gaps)),
         }
     )
 
@@ -50,15 +56,15 @@ def event_counts(warehouse: Warehouse, storage: PipelineStorage) -> dg.Materiali
     as_of = datetime.now(UTC)
     with warehouse.connect() as conn:
         rows = metrics.refresh_event_counts(conn, as_of=as_of)
-        last_hour = store.scalar(
-            conn, "SELECT coalesce(sum(event_count), 0) FROM event_counts WHERE window_minutes = 60"
-        )
         snapshot.publish_table(conn, storage.snapshot_dir, metrics.EVENT_COUNTS)
+        table = charts.table_frame(conn, metrics.EVENT_COUNTS)
+    per_window = table.groupby("window_minutes")["event_count"].sum()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             "as_of": as_of.isoformat(),
-            "tracked_events_last_60_min": int(last_hour),
+            **{f"tracked_events_last_{int(w)}_min": int(n) for w, n in per_window.items()},
+            **chart_metadata(charts.event_counts_chart(table)),
         }
     )
 
@@ -75,4 +81,12 @@ def repo_pr_counts(warehouse: Warehouse, storage: PipelineStorage) -> dg.Materia
     with warehouse.connect() as conn:
         rows = metrics.refresh_repo_pr_counts(conn)
         snapshot.publish_table(conn, storage.snapshot_dir, metrics.REPO_PR_COUNTS)
-    return dg.MaterializeResult(metadata={"dagster/row_count": rows})
+        table = charts.table_frame(conn, metrics.REPO_PR_COUNTS)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "pr_events": int(table["pr_events"].sum()),
+            "prs_opened": int(table["pr_opened"].sum()),
+            **chart_metadata(charts.repo_pr_counts_chart(table)),
+        }
+    )
