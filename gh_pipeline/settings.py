@@ -1,6 +1,7 @@
 """Documented environment variables and the paths derived from them (no Dagster import)."""
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -10,6 +11,13 @@ USER_AGENT = "gh-pipeline/0.1 (+https://github.com/gh-pipeline)"
 ENV_TOKEN = "GITHUB_TOKEN"
 ENV_API_URL = "GITHUB_API_URL"
 ENV_DATA_DIR = "GH_PIPELINE_DATA_DIR"
+ENV_RAW_RETENTION_DAYS = "GH_PIPELINE_RAW_RETENTION_DAYS"
+DEFAULT_RAW_RETENTION_DAYS = 30  # what GitHub keeps in its own feed
+ENV_GHARCHIVE_URL = "GHARCHIVE_URL"
+ENV_GHARCHIVE_START = "GHARCHIVE_START"
+DEFAULT_GHARCHIVE_URL = "https://data.gharchive.org"
+# GH Archive switched to today's event format (the Events API's) on 2015-01-01.
+DEFAULT_GHARCHIVE_START = "2015-01-01"
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 
@@ -34,3 +42,47 @@ def state_dir(directory: str | Path | None = None) -> Path:
 
 def snapshot_dir(directory: str | Path | None = None) -> Path:
     return data_dir(directory) / "snapshot"
+
+
+def raw_retention_days(value: str | None = None) -> int | None:
+    """Days raw JSON and landing files are kept ($GH_PIPELINE_RAW_RETENTION_DAYS, default 30);
+    None when set to 0, which keeps them forever."""
+    raw = value if value is not None else os.environ.get(ENV_RAW_RETENTION_DAYS, "")
+    if not raw.strip():
+        return DEFAULT_RAW_RETENTION_DAYS
+    try:
+        days = int(raw.strip())
+    except ValueError:
+        days = -1
+    if days < 0:
+        raise ValueError(
+            f"{ENV_RAW_RETENTION_DAYS} must be a whole number of days (0 keeps raw JSON forever),"
+            f" not {raw!r}"
+        )
+    return days or None
+
+
+def gharchive_url(value: str | None = None) -> str:
+    """GH Archive's base URL ($GHARCHIVE_URL, default https://data.gharchive.org), no trailing /."""
+    raw = value if value is not None else os.environ.get(ENV_GHARCHIVE_URL, "")
+    return (raw.strip() or DEFAULT_GHARCHIVE_URL).rstrip("/")
+
+
+def gharchive_start(value: str | None = None) -> datetime:
+    """The first GH Archive hour to offer as a partition ($GHARCHIVE_START, default 2015-01-01),
+    as an aware UTC datetime on the hour. Accepts YYYY-MM-DD, YYYY-MM-DDTHH[:MM] or the
+    partition-key form YYYY-MM-DD-HH:MM."""
+    raw = (value if value is not None else os.environ.get(ENV_GHARCHIVE_START, "")).strip()
+    raw = raw or DEFAULT_GHARCHIVE_START
+    text = raw
+    if len(raw) == 16 and raw[10] == "-":  # 2021-07-21-06:00, Dagster's hourly partition key
+        text = f"{raw[:10]}T{raw[11:]}"
+    try:
+        start = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{ENV_GHARCHIVE_START} must be a date such as 2015-01-01 or an hour such as"
+            f" 2021-07-21T06:00 (UTC), not {raw!r}"
+        ) from None
+    start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
+    return start.replace(minute=0, second=0, microsecond=0)
