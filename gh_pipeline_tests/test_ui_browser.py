@@ -140,6 +140,39 @@ def _open_chart(page: Page, base_url: str, asset: str) -> dict:
     )
 
 
+_LINEAGE_QUERY = "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"
+
+
+def _check_lineage(page: Page, base_url: str) -> None:
+    """The lineage the UI draws: raw → filtered → metrics, as data and on the global graph."""
+    answer = httpx.post(f"{base_url}/graphql", json={"query": _LINEAGE_QUERY}, timeout=30)
+    nodes = {
+        n["assetKey"]["path"][-1]: (n["groupName"], {d["path"][-1] for d in n["dependencyKeys"]})
+        for n in answer.json()["data"]["assetNodes"]
+    }
+    assert nodes["raw_events"][0] == "ingest"
+    for name in ("watch_events", "pull_request_events", "issues_events"):
+        assert nodes[name][0] == "filtered" and "raw_events" in nodes[name][1], nodes[name]
+    assert nodes["pr_intervals"] == ("metrics", {"pull_request_events"})
+    assert nodes["repo_pr_counts"] == ("metrics", {"pull_request_events"})
+    assert nodes["event_counts"] == (
+        "metrics",
+        {"watch_events", "pull_request_events", "issues_events"},
+    )
+
+    page.goto(f"{base_url}/asset-groups")
+    lefts = {}
+    for group in ("ingest", "filtered", "metrics"):
+        matches = page.get_by_text(group, exact=True)
+        matches.last.wait_for(timeout=60_000)
+        # The sidebar lists the groups too; the graph node is the right-most match.
+        lefts[group] = max(
+            box["x"] for i in range(matches.count()) if (box := matches.nth(i).bounding_box())
+        )
+    page.screenshot(path=str(ARTIFACTS / "lineage.png"))
+    assert lefts["ingest"] < lefts["filtered"] < lefts["metrics"], lefts
+
+
 def test_charts_render_in_the_dagster_ui(tmp_path: Path) -> None:
     home, data = tmp_path / "dagster_home", tmp_path / "data"
     _write_instance_yaml(home)
@@ -166,6 +199,14 @@ def test_charts_render_in_the_dagster_ui(tmp_path: Path) -> None:
             *("-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)),
         ]
         log = tmp_path / "webserver.log"
+        # Create the instance's SQLite schemas before the webserver starts, or both processes
+        # race to create them ("table alembic_version already exists").
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            instance.get_runs_count()
+            instance.get_event_records(
+                dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION),
+                limit=1,
+            )
         with running(command, cwd=REPO_ROOT, env=base_env(**env), log=log) as server:
             # The webserver boots while the runs materialise (both take a while on 2 cores).
             _materialise_two_polls(home, fake, newer)
@@ -202,6 +243,8 @@ def test_charts_render_in_the_dagster_ui(tmp_path: Path) -> None:
                             assert shown["shownWidth"] > 0, (asset, shown)
                             assert shown["alt"] == CHART_TITLES[asset], (asset, shown)
                             page.keyboard.press("Escape")
+                        if scheme == "light":
+                            _check_lineage(page, base_url)
                         context.close()
                 finally:
                     browser.close()
