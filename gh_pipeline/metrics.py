@@ -1,91 +1,494 @@
-"""Metric tables computed from the typed filtered tables (no Dagster import)."""
+"""Metric tables maintained incrementally from the typed filtered tables (no Dagster import).
 
-from datetime import datetime
+A poll adds at most 300 events, so a refresh folds in only the filtered rows above its watermark
+(see gh_pipeline.transform) and touches only what they belong to:
+
+- `repo_pr_counts`: the new rows' per-repository counts are added to the stored ones (upsert).
+- `pr_intervals`: `pr_opened_times` keeps, per repository, the sorted list of its "opened" times.
+  New opened events are merged into the lists of their repositories only, and those
+  repositories' rows are recomputed from their merged lists (mean, median, p90 need every gap).
+  A late event lands at its place in the sorted list, so its intervals come out right.
+- `event_counts`: `event_minute_counts` holds per-minute counts by type. A window
+  `as_of - w < created_at <= as_of` is the whole minutes inside it (from the buckets) plus the two
+  partial minutes at its edges, counted exactly from the filtered tables with a range on
+  `created_at` that DuckDB answers from a few row groups. A late event lands in its own minute.
+
+Interval arithmetic is done in integer microseconds, so sums are exact and the result does not
+depend on the order rows were folded in: incremental maintenance equals the full recomputation
+(`rebuild_metrics`) bit for bit, which gh_pipeline_tests/test_incremental_equality.py checks.
+"""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 import duckdb
 
+from gh_pipeline import transform
 from gh_pipeline.models import EVENT_COUNT_WINDOWS_MIN, TRACKED_EVENT_TYPES
 from gh_pipeline.store import scalar
+from gh_pipeline.transform import PULL_REQUEST_EVENTS, transaction
 
 PR_INTERVALS = "pr_intervals"
 EVENT_COUNTS = "event_counts"
 REPO_PR_COUNTS = "repo_pr_counts"
+# Auxiliary state, not published: what lets the public tables be updated in place.
+PR_OPENED_TIMES = "pr_opened_times"
+EVENT_MINUTE_COUNTS = "event_minute_counts"
 
-_PR_INTERVALS_SQL = """
-CREATE OR REPLACE TABLE pr_intervals AS
+MICROS_PER_MINUTE = 60_000_000
+REBUILD: Literal["rebuild"] = "rebuild"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# The filtered table behind each tracked type, in TRACKED_EVENT_TYPES order.
+_TRACKED_TABLES: dict[str, str] = {t.event_type: t.name for t in transform.FILTERED_TABLES.values()}
+
+_PR_INTERVALS_DDL = """
+CREATE TABLE pr_intervals (
+    repo_name          VARCHAR PRIMARY KEY,
+    pr_opened          BIGINT NOT NULL,
+    first_opened_at    TIMESTAMPTZ NOT NULL,
+    last_opened_at     TIMESTAMPTZ NOT NULL,
+    avg_interval_s     DOUBLE,
+    median_interval_s  DOUBLE,
+    p90_interval_s     DOUBLE
+)"""
+
+_PR_OPENED_TIMES_DDL = """
+CREATE TABLE pr_opened_times (
+    repo_name  VARCHAR PRIMARY KEY,
+    opened_at  TIMESTAMPTZ[] NOT NULL  -- sorted ascending
+)"""
+
+_REPO_PR_COUNTS_DDL = """
+CREATE TABLE repo_pr_counts (
+    repo_name  VARCHAR PRIMARY KEY,
+    pr_events  BIGINT NOT NULL,
+    pr_opened  BIGINT NOT NULL
+)"""
+
+_EVENT_MINUTE_COUNTS_DDL = """
+CREATE TABLE event_minute_counts (
+    event_type   VARCHAR NOT NULL,
+    minute       BIGINT NOT NULL,  -- epoch_us(created_at) // 60_000_000: time-zone free
+    event_count  BIGINT NOT NULL,
+    PRIMARY KEY (event_type, minute)
+)"""
+
+_EVENT_COUNTS_DDL = """
+CREATE TABLE event_counts (
+    as_of           TIMESTAMPTZ NOT NULL,
+    window_minutes  INTEGER NOT NULL,
+    event_type      VARCHAR NOT NULL,
+    event_count     BIGINT NOT NULL
+)"""
+
+# --- full recomputation (the reference the incremental path must equal) ----------------------
+
+# The definition, straight: gaps between consecutive opened events of a repository.
+_PR_INTERVALS_FULL_SQL = """
+INSERT INTO pr_intervals
 WITH opened AS (
     SELECT repo_name, created_at,
-           epoch(created_at - lag(created_at) OVER (
-               PARTITION BY repo_name ORDER BY created_at, event_id)) AS gap_s
+           epoch_us(created_at) - epoch_us(lag(created_at) OVER (
+               PARTITION BY repo_name ORDER BY created_at, event_id)) AS gap_us
     FROM pull_request_events
     WHERE action = 'opened'
 )
 SELECT repo_name,
-       count(*)::BIGINT AS pr_opened,
-       min(created_at) AS first_opened_at,
-       max(created_at) AS last_opened_at,
-       avg(gap_s)::DOUBLE AS avg_interval_s,
-       quantile_cont(gap_s, 0.5)::DOUBLE AS median_interval_s,
-       quantile_cont(gap_s, 0.9)::DOUBLE AS p90_interval_s
+       count(*)::BIGINT,
+       min(created_at),
+       max(created_at),
+       avg(gap_us) / 1e6,
+       quantile_cont(gap_us, 0.5) / 1e6,
+       quantile_cont(gap_us, 0.9) / 1e6
 FROM opened
 GROUP BY repo_name
-ORDER BY repo_name
 """
 
-_EVENT_COUNTS_SQL = """
-CREATE OR REPLACE TABLE event_counts AS
-WITH tracked AS (
-    SELECT 'WatchEvent' AS event_type, created_at FROM watch_events
-    UNION ALL SELECT 'PullRequestEvent', created_at FROM pull_request_events
-    UNION ALL SELECT 'IssuesEvent', created_at FROM issues_events
-), grid AS (
+_PR_OPENED_TIMES_FULL_SQL = """
+INSERT INTO pr_opened_times
+SELECT repo_name, list(created_at ORDER BY created_at)
+FROM pull_request_events
+WHERE action = 'opened'
+GROUP BY repo_name
+"""
+
+_REPO_PR_COUNTS_FULL_SQL = """
+INSERT INTO repo_pr_counts
+SELECT repo_name,
+       count(*)::BIGINT,
+       count(*) FILTER (WHERE action = 'opened')::BIGINT
+FROM pull_request_events
+GROUP BY repo_name
+"""
+
+_TRACKED_UNION_SQL = " UNION ALL ".join(
+    f"SELECT '{event_type}' AS event_type, created_at, seq FROM {table}"
+    for event_type, table in _TRACKED_TABLES.items()
+)
+
+_EVENT_MINUTE_COUNTS_FULL_SQL = f"""
+INSERT INTO event_minute_counts
+SELECT event_type, epoch_us(created_at) // {MICROS_PER_MINUTE}, count(*)
+FROM ({_TRACKED_UNION_SQL})
+GROUP BY ALL
+"""
+
+_EVENT_COUNTS_FULL_SQL = f"""
+INSERT INTO event_counts
+WITH grid AS (
     SELECT w.window_minutes, t.event_type
     FROM unnest($windows) AS w(window_minutes) CROSS JOIN unnest($types) AS t(event_type)
 )
-SELECT $as_of::TIMESTAMPTZ AS as_of,
-       g.window_minutes::INTEGER AS window_minutes,
+SELECT $as_of::TIMESTAMPTZ,
+       g.window_minutes::INTEGER,
        g.event_type,
-       count(e.created_at)::BIGINT AS event_count
+       count(e.created_at)::BIGINT
 FROM grid g
-LEFT JOIN tracked e
+LEFT JOIN ({_TRACKED_UNION_SQL}) e
   ON e.event_type = g.event_type
  AND e.created_at > $as_of::TIMESTAMPTZ - to_minutes(g.window_minutes::BIGINT)
  AND e.created_at <= $as_of::TIMESTAMPTZ
 GROUP BY ALL
-ORDER BY window_minutes, event_type
 """
 
-_REPO_PR_COUNTS_SQL = """
-CREATE OR REPLACE TABLE repo_pr_counts AS
-SELECT repo_name,
-       count(*)::BIGINT AS pr_events,
-       count(*) FILTER (WHERE action = 'opened')::BIGINT AS pr_opened
+# --- incremental maintenance ---------------------------------------------------------------
+
+_NEW_OPENED_SQL = """
+CREATE OR REPLACE TEMP TABLE _new_opened AS
+SELECT repo_name, list(created_at ORDER BY created_at) AS opened_at
 FROM pull_request_events
+WHERE seq > $after AND seq <= $upto AND action = 'opened'
 GROUP BY repo_name
-ORDER BY pr_events DESC, repo_name
 """
+
+# The gaps of a sorted list of timestamps, in microseconds (1-based list indexing).
+_GAPS = "list_transform(range(1, len(opened_at)), lambda i: epoch_us(opened_at[i + 1]) - epoch_us(opened_at[i]))"
+
+# RETURNING hands back the merged lists' statistics for exactly the touched repositories, so the
+# refresh never scans the per-repository tables to find them again.
+_MERGE_OPENED_SQL = f"""
+INSERT INTO pr_opened_times SELECT repo_name, opened_at FROM _new_opened
+ON CONFLICT (repo_name) DO UPDATE
+    SET opened_at = list_sort(list_concat(pr_opened_times.opened_at, excluded.opened_at))
+RETURNING repo_name,
+          len(opened_at)::BIGINT,
+          opened_at[1],
+          opened_at[-1],
+          list_avg({_GAPS}) / 1e6,
+          list_aggregate({_GAPS}, 'quantile_cont', 0.5) / 1e6,
+          list_aggregate({_GAPS}, 'quantile_cont', 0.9) / 1e6
+"""
+
+_UPSERT_PR_INTERVALS_SQL = """
+INSERT OR REPLACE INTO pr_intervals
+SELECT unnest($repo_name), unnest($pr_opened), unnest($first_opened_at::TIMESTAMPTZ[]),
+       unnest($last_opened_at::TIMESTAMPTZ[]), unnest($avg::DOUBLE[]),
+       unnest($median::DOUBLE[]), unnest($p90::DOUBLE[])
+"""
+
+_ADD_REPO_PR_COUNTS_SQL = """
+INSERT INTO repo_pr_counts
+SELECT repo_name, count(*), count(*) FILTER (WHERE action = 'opened')
+FROM pull_request_events
+WHERE seq > $after AND seq <= $upto
+GROUP BY repo_name
+ON CONFLICT (repo_name) DO UPDATE
+    SET pr_events = repo_pr_counts.pr_events + excluded.pr_events,
+        pr_opened = repo_pr_counts.pr_opened + excluded.pr_opened
+"""
+
+
+def _add_minute_counts_sql(table: str) -> str:
+    return f"""
+    INSERT INTO event_minute_counts
+    SELECT $event_type, epoch_us(created_at) // {MICROS_PER_MINUTE}, count(*)
+    FROM {table}
+    WHERE seq > $after AND seq <= $upto
+    GROUP BY ALL
+    ON CONFLICT (event_type, minute) DO UPDATE
+        SET event_count = event_minute_counts.event_count + excluded.event_count
+    """
+
+
+def _table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(
+        scalar(
+            conn,
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = $t AND NOT temporary",
+            {"t": table},
+        )
+    )
+
+
+def _pending(
+    conn: duckdb.DuckDBPyConnection, target: str, source: str
+) -> tuple[int, int] | Literal["rebuild"] | None:
+    """The seq range (after, upto] of `source` not yet folded into `target`; None when there is
+    nothing new; "rebuild" when `target` must be rebuilt (never built, or its source was rebuilt
+    from scratch and no longer reaches the watermark)."""
+    # One round trip: at a few hundred events per tick, statement count is most of the cost.
+    watermark, exists, newest = conn.execute(
+        f"""
+        SELECT (SELECT last_seq FROM {transform.WATERMARKS}
+                WHERE target = $target AND source = $source),
+               (SELECT count(*) FROM duckdb_tables()
+                WHERE table_name = $target AND NOT temporary),
+               (SELECT max(seq) FROM {source})
+        """,
+        {"target": target, "source": source},
+    ).fetchall()[0]
+    if watermark is None or not exists:
+        return REBUILD
+    after = int(watermark)
+    if newest is None:
+        return REBUILD if after > 0 else None
+    if newest < after:
+        return REBUILD
+    if newest == after:
+        return None
+    return after, int(newest)
+
+
+# --- pr_intervals --------------------------------------------------------------------------
+
+
+def _rebuild_pr_intervals(conn: duckdb.DuckDBPyConnection) -> None:
+    upto = transform.max_seq(conn, PULL_REQUEST_EVENTS) or 0
+    for table, ddl, sql in (
+        (PR_INTERVALS, _PR_INTERVALS_DDL, _PR_INTERVALS_FULL_SQL),
+        (PR_OPENED_TIMES, _PR_OPENED_TIMES_DDL, _PR_OPENED_TIMES_FULL_SQL),
+    ):
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.execute(ddl)
+        conn.execute(sql)
+    transform.clear_watermarks(conn, PR_INTERVALS)
+    transform.set_watermark(conn, PR_INTERVALS, PULL_REQUEST_EVENTS, upto)
+
+
+def _fold_pr_intervals(conn: duckdb.DuckDBPyConnection, after: int, upto: int) -> int:
+    conn.execute(_NEW_OPENED_SQL, {"after": after, "upto": upto})
+    rows = conn.execute(_MERGE_OPENED_SQL).fetchall()
+    conn.execute("DROP TABLE _new_opened")
+    if rows:
+        names = ("repo_name", "pr_opened", "first_opened_at", "last_opened_at", "avg", "median")
+        columns = list(zip(*rows, strict=True))
+        params = {name: list(col) for name, col in zip((*names, "p90"), columns, strict=True)}
+        conn.execute(_UPSERT_PR_INTERVALS_SQL, params)
+    transform.set_watermark(conn, PR_INTERVALS, PULL_REQUEST_EVENTS, upto)
+    return len(rows)
 
 
 def refresh_pr_intervals(conn: duckdb.DuckDBPyConnection) -> int:
-    conn.execute(_PR_INTERVALS_SQL)
+    """Fold new opened pull requests into `pr_intervals`; returns the table's row count."""
+    transform.ensure_filtered_schema(conn)
+    with transaction(conn):
+        pending = _pending(conn, PR_INTERVALS, PULL_REQUEST_EVENTS)
+        if pending == REBUILD:
+            _rebuild_pr_intervals(conn)
+        elif isinstance(pending, tuple):
+            _fold_pr_intervals(conn, *pending)
     return _count(conn, PR_INTERVALS)
 
 
+# --- repo_pr_counts ------------------------------------------------------------------------
+
+
+def _rebuild_repo_pr_counts(conn: duckdb.DuckDBPyConnection) -> None:
+    upto = transform.max_seq(conn, PULL_REQUEST_EVENTS) or 0
+    conn.execute(f"DROP TABLE IF EXISTS {REPO_PR_COUNTS}")
+    conn.execute(_REPO_PR_COUNTS_DDL)
+    conn.execute(_REPO_PR_COUNTS_FULL_SQL)
+    transform.clear_watermarks(conn, REPO_PR_COUNTS)
+    transform.set_watermark(conn, REPO_PR_COUNTS, PULL_REQUEST_EVENTS, upto)
+
+
+def refresh_repo_pr_counts(conn: duckdb.DuckDBPyConnection) -> int:
+    """Add the new pull-request events to their repositories' counts; returns the row count."""
+    transform.ensure_filtered_schema(conn)
+    with transaction(conn):
+        pending = _pending(conn, REPO_PR_COUNTS, PULL_REQUEST_EVENTS)
+        if pending == REBUILD:
+            _rebuild_repo_pr_counts(conn)
+        elif isinstance(pending, tuple):
+            after, upto = pending
+            conn.execute(_ADD_REPO_PR_COUNTS_SQL, {"after": after, "upto": upto})
+            transform.set_watermark(conn, REPO_PR_COUNTS, PULL_REQUEST_EVENTS, upto)
+    return _count(conn, REPO_PR_COUNTS)
+
+
+# --- event_counts --------------------------------------------------------------------------
+
+
+def _rebuild_minute_counts(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS {EVENT_MINUTE_COUNTS}")
+    conn.execute(_EVENT_MINUTE_COUNTS_DDL)
+    conn.execute(_EVENT_MINUTE_COUNTS_FULL_SQL)
+    transform.clear_watermarks(conn, EVENT_MINUTE_COUNTS)
+    for table in _TRACKED_TABLES.values():
+        transform.set_watermark(
+            conn, EVENT_MINUTE_COUNTS, table, transform.max_seq(conn, table) or 0
+        )
+
+
+def _fold_minute_counts(conn: duckdb.DuckDBPyConnection) -> None:
+    pendings = {
+        table: _pending(conn, EVENT_MINUTE_COUNTS, table) for table in _TRACKED_TABLES.values()
+    }
+    if any(p == REBUILD for p in pendings.values()):
+        _rebuild_minute_counts(conn)
+        return
+    for event_type, table in _TRACKED_TABLES.items():
+        pending = pendings[table]
+        if not isinstance(pending, tuple):
+            continue
+        after, upto = pending
+        conn.execute(
+            _add_minute_counts_sql(table), {"event_type": event_type, "after": after, "upto": upto}
+        )
+        transform.set_watermark(conn, EVENT_MINUTE_COUNTS, table, upto)
+
+
+def _micros(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError(f"as_of must be timezone-aware, got naive {moment!r}")
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _at(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _exact_counts(
+    conn: duckdb.DuckDBPyConnection, ranges: Sequence[tuple[int, int]]
+) -> list[dict[str, int]]:
+    """Tracked events by type with created_at in each half-open microsecond range [start, end),
+    straight from the filtered tables. Each range is at most a minute, and each sub-query has
+    constant bounds so DuckDB prunes row groups by their created_at statistics."""
+    parts: list[str] = []
+    params: dict[str, Any] = {}
+    for i, (start, end) in enumerate(ranges):
+        params[f"start_{i}"] = _at(start)
+        params[f"end_{i}"] = _at(end)
+        for event_type, table in _TRACKED_TABLES.items():
+            parts.append(
+                f"SELECT {i} AS range_no, '{event_type}' AS event_type, count(*) AS n FROM {table}"
+                f" WHERE created_at >= $start_{i}::TIMESTAMPTZ AND created_at < $end_{i}::TIMESTAMPTZ"
+            )
+    result: list[dict[str, int]] = [{} for _ in ranges]
+    for range_no, event_type, n in conn.execute(" UNION ALL ".join(parts), params).fetchall():
+        result[range_no][event_type] = int(n)
+    return result
+
+
+def compute_event_counts(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    as_of: datetime,
+    windows: Sequence[int] = EVENT_COUNT_WINDOWS_MIN,
+) -> list[tuple[datetime, int, str, int]]:
+    """(as_of, window_minutes, event_type, event_count) for `as_of - w < created_at <= as_of`,
+    from the minute buckets plus exact counts of the partial edge minutes. The buckets must be
+    current (`refresh_event_counts` folds new rows in first)."""
+    if any(not isinstance(w, int) or w < 1 for w in windows):
+        raise ValueError(f"windows must be whole minutes >= 1, got {list(windows)!r}")
+    end = _micros(as_of)  # inclusive
+    last_minute = end // MICROS_PER_MINUTE  # the minute holding as_of: only partly in any window
+    ranges: list[tuple[int, int]] = [(last_minute * MICROS_PER_MINUTE, end + 1)]
+    first_minutes: list[int] = []
+    for w in windows:
+        start = end - w * MICROS_PER_MINUTE  # exclusive
+        first_full = start // MICROS_PER_MINUTE + 1  # first minute that begins after `start`
+        first_minutes.append(first_full)
+        # (start, first_full) is the partial minute at the window's old edge; w >= 1 keeps it
+        # before last_minute, so whole minutes [first_full, last_minute) fill the middle.
+        ranges.append((start + 1, first_full * MICROS_PER_MINUTE))
+    exact = _exact_counts(conn, ranges)
+    buckets = conn.execute(
+        f"""
+        SELECT w.window_minutes, c.event_type, sum(c.event_count)::BIGINT
+        FROM (SELECT unnest($windows) AS window_minutes, unnest($first_minutes) AS first_full) w
+        JOIN (SELECT * FROM {EVENT_MINUTE_COUNTS}
+              WHERE minute >= $oldest AND minute < $last_minute) c
+          ON c.minute >= w.first_full
+        GROUP BY ALL
+        """,
+        {
+            "windows": list(windows),
+            "first_minutes": first_minutes,
+            "oldest": min(first_minutes),
+            "last_minute": last_minute,
+        },
+    ).fetchall()
+    whole = {(int(w), t): int(n) for w, t, n in buckets}
+    rows = []
+    for i, w in enumerate(windows):
+        for event_type in TRACKED_EVENT_TYPES:
+            n = (
+                whole.get((w, event_type), 0)
+                + exact[0].get(event_type, 0)
+                + exact[i + 1].get(event_type, 0)
+            )
+            rows.append((as_of, w, event_type, n))
+    return rows
+
+
 def refresh_event_counts(conn: duckdb.DuckDBPyConnection, *, as_of: datetime) -> int:
+    """Fold new tracked events into the minute buckets and rewrite `event_counts` for `as_of`;
+    returns the table's row count."""
+    transform.ensure_filtered_schema(conn)
+    with transaction(conn):
+        _fold_minute_counts(conn)
+        rows = compute_event_counts(conn, as_of=as_of)
+        if not _table_exists(conn, EVENT_COUNTS):
+            conn.execute(_EVENT_COUNTS_DDL)
+        # 15 rows, rewritten whole: the windows move with as_of.
+        conn.execute(f"DELETE FROM {EVENT_COUNTS}")
+        conn.execute(
+            f"INSERT INTO {EVENT_COUNTS} SELECT unnest($as_of::TIMESTAMPTZ[]), unnest($w),"
+            " unnest($t), unnest($n)",
+            {
+                "as_of": [r[0] for r in rows],
+                "w": [r[1] for r in rows],
+                "t": [r[2] for r in rows],
+                "n": [r[3] for r in rows],
+            },
+        )
+    return _count(conn, EVENT_COUNTS)
+
+
+def _rebuild_event_counts(conn: duckdb.DuckDBPyConnection, *, as_of: datetime) -> None:
+    _rebuild_minute_counts(conn)
+    conn.execute(f"DROP TABLE IF EXISTS {EVENT_COUNTS}")
+    conn.execute(_EVENT_COUNTS_DDL)
     conn.execute(
-        _EVENT_COUNTS_SQL,
+        _EVENT_COUNTS_FULL_SQL,
         {
             "as_of": as_of,
             "windows": list(EVENT_COUNT_WINDOWS_MIN),
             "types": list(TRACKED_EVENT_TYPES),
         },
     )
-    return _count(conn, EVENT_COUNTS)
 
 
-def refresh_repo_pr_counts(conn: duckdb.DuckDBPyConnection) -> int:
-    conn.execute(_REPO_PR_COUNTS_SQL)
-    return _count(conn, REPO_PR_COUNTS)
+# --- full rebuild --------------------------------------------------------------------------
+
+
+def rebuild_metrics(conn: duckdb.DuckDBPyConnection, *, as_of: datetime) -> None:
+    """Full-rebuild path: recompute every metric table and its state from the filtered tables,
+    straight from the definitions (no buckets, no merged lists for the public values)."""
+    transform.ensure_filtered_schema(conn)
+    with transaction(conn):
+        _rebuild_pr_intervals(conn)
+        _rebuild_repo_pr_counts(conn)
+        _rebuild_event_counts(conn, as_of=as_of)
+
+
+def rebuild_all(conn: duckdb.DuckDBPyConnection, *, as_of: datetime | None = None) -> None:
+    """Rebuild the filtered tables from raw_events, then every metric table from them."""
+    transform.rebuild_filtered(conn)
+    rebuild_metrics(conn, as_of=as_of or datetime.now(UTC))
 
 
 def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:

@@ -3,14 +3,15 @@
 Every write happens inside one transaction so a crash leaves either all rows of a load or none.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from gh_pipeline.models import LoadStats, PollResult
+from gh_pipeline.models import LoadStats, PageResult, PollResult
 
 SCHEMA_SQL = """
 CREATE SEQUENCE IF NOT EXISTS raw_events_seq;
@@ -21,8 +22,10 @@ CREATE TABLE IF NOT EXISTS raw_events (
     actor_login  VARCHAR,
     repo_id      BIGINT,
     repo_name    VARCHAR NOT NULL,
-    payload      JSON,
-    event        JSON NOT NULL,
+    -- zstd: JSON text compresses several times better than with DuckDB's default string
+    -- codecs and costs less CPU to write (see README, "History from GH Archive").
+    payload      JSON USING COMPRESSION zstd,
+    event        JSON USING COMPRESSION zstd,  -- NULL once older than GH_PIPELINE_RAW_RETENTION_DAYS (retention.py)
     ingested_at  TIMESTAMPTZ NOT NULL,
     poll_id      VARCHAR NOT NULL,
     source       VARCHAR NOT NULL,
@@ -49,45 +52,105 @@ CREATE TABLE IF NOT EXISTS poll_log (
     rate_limit_reset      TIMESTAMPTZ,
     error                 VARCHAR
 );
+-- One row per HTTP request: retries of a page get attempt 2, 3, ...
+ALTER TABLE poll_log ADD COLUMN IF NOT EXISTS attempt INTEGER DEFAULT 1;
+CREATE TABLE IF NOT EXISTS poll_gaps (
+    poll_id            VARCHAR NOT NULL,
+    detected_at        TIMESTAMPTZ NOT NULL,
+    previous_poll_id   VARCHAR,
+    gap_start          TIMESTAMPTZ,
+    gap_end            TIMESTAMPTZ,
+    pages              INTEGER NOT NULL,
+    events_received    INTEGER NOT NULL
+);
 """
 
 # Lines are read as opaque text so a corrupt line becomes a rejected row instead of failing the load.
-_STAGE_SQL = r"""
-CREATE OR REPLACE TEMP TABLE _stage AS
-WITH lines AS (
-    SELECT line, row_number() OVER () AS line_number
-    FROM read_csv($path, columns = {'line': 'VARCHAR'}, delim = E'\x01', quote = '',
-                  escape = '', header = false, auto_detect = false)
-), parsed AS (
-    SELECT line_number, line, try_cast(line AS JSON) AS j FROM lines
-), fields AS (
-    SELECT line_number, line, j,
-        json_type(j) AS j_type,
-        json_type(j, '$.id') AS id_type,
-        j ->> '$.id' AS event_id,
-        j ->> '$.type' AS event_type,
-        try_cast(j ->> '$.created_at' AS TIMESTAMPTZ) AS created_at,
-        j ->> '$.created_at' AS created_at_text,
-        j ->> '$.actor.login' AS actor_login,
-        try_cast(j ->> '$.repo.id' AS BIGINT) AS repo_id,
-        j ->> '$.repo.name' AS repo_name,
-        j -> '$.payload' AS payload
-    FROM parsed
-)
-SELECT *,
-    CASE
-        WHEN j IS NULL THEN 'line is not valid JSON'
-        WHEN j_type <> 'OBJECT' THEN 'event is a JSON ' || lower(j_type) || ', expected an object'
-        WHEN event_id IS NULL OR id_type NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT')
-            THEN 'missing or malformed id'
-        WHEN event_type IS NULL OR json_type(j, '$.type') <> 'VARCHAR' THEN 'missing or malformed type'
-        WHEN created_at IS NULL THEN 'missing or unparseable created_at'
-        WHEN repo_name IS NULL OR json_type(j, '$.repo.name') <> 'VARCHAR'
-            THEN 'missing or malformed repo.name'
-    END AS reason
-FROM fields
+# Speed matters here (a GH Archive hour is 100k+ events): each line is parsed once to validate it and
+# once more to pull every column out in one multi-path json_extract; the full-document json_type()
+# runs only for lines that already failed a check. Empty lines are not events and are skipped;
+# strict_mode=false turns a stray \x01 byte into a truncated (hence rejected) line, not a failed load.
+STAGE_TABLE = "_stage"
+_LINES_TABLE = "_stage_lines"
+_SKIP_TABLE = "_stage_skip"
+MAX_LINE_BYTES = 16 * 1024 * 1024  # as DuckDB's own read_json default maximum_object_size
+
+# Numbering the lines needs them in file order, which DuckDB does on one thread; it is done alone
+# first so that the parsing below, the expensive part, runs on every core.
+_LINES_SQL = r"""
+CREATE OR REPLACE TEMP TABLE _stage_lines AS
+SELECT row_number() OVER () AS line_number, line
+FROM read_csv($path, columns = {'line': 'VARCHAR'}, delim = E'\x01', quote = '', escape = '',
+              header = false, auto_detect = false, strict_mode = false,
+              max_line_size = $max_line_bytes)
 """
 
+_STAGE_SQL = r"""
+CREATE OR REPLACE TEMP TABLE _stage AS
+WITH parsed AS (
+    SELECT line_number, line, try_cast(line AS JSON) AS j FROM _stage_lines
+    WHERE line IS NOT NULL
+), picked AS (
+    SELECT line_number, line, j,
+        json_extract(j, ['$.id', '$.type', '$.created_at', '$.actor.login', '$.repo.id',
+                         '$.repo.name', '$.payload']) AS f
+    FROM parsed
+), fields AS (
+    SELECT line_number, line, j,
+        f[1] AS id_j, f[2] AS type_j, f[6] AS repo_name_j, f[7] AS payload,
+        f[1] ->> '$' AS event_id,
+        f[2] ->> '$' AS event_type,
+        try_cast(f[3] ->> '$' AS TIMESTAMPTZ) AS created_at,
+        f[4] ->> '$' AS actor_login,
+        try_cast(f[5] ->> '$' AS BIGINT) AS repo_id,
+        f[6] ->> '$' AS repo_name
+    FROM picked
+), checked AS (
+    SELECT *,
+        CASE
+            WHEN j IS NULL THEN 'line is not valid JSON'
+            WHEN id_j IS NULL OR json_type(id_j) NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN
+                CASE WHEN json_type(j) <> 'OBJECT'
+                     THEN 'event is a JSON ' || lower(json_type(j)) || ', expected an object'
+                     ELSE 'missing or malformed id' END
+            WHEN event_type IS NULL OR json_type(type_j) <> 'VARCHAR'
+                THEN 'missing or malformed type'
+            WHEN created_at IS NULL THEN 'missing or unparseable created_at'
+            WHEN repo_name IS NULL OR json_type(repo_name_j) <> 'VARCHAR'
+                THEN 'missing or malformed repo.name'
+        END AS reason
+    FROM fields
+)
+SELECT line_number, event_id, event_type, created_at, actor_login, repo_id, repo_name, payload, j,
+       reason, CASE WHEN reason IS NOT NULL THEN line END AS raw_text
+FROM checked
+"""
+
+# Lines to leave out: repeats of an id within the file (the first line wins) and ids already
+# stored. The stored ids are found with a semi join whose hash table holds the file's ids, not
+# the warehouse's, so memory stays flat as raw_events grows.
+_SKIP_SQL = """
+CREATE OR REPLACE TEMP TABLE _stage_skip AS
+SELECT line_number FROM _stage
+WHERE reason IS NULL
+QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY line_number) > 1
+UNION ALL
+SELECT s.line_number FROM _stage s SEMI JOIN raw_events r ON r.event_id = s.event_id
+WHERE s.reason IS NULL
+"""
+
+# The same for a small file whose stored ids were already looked up in the index ($known).
+_SKIP_KNOWN_SQL = """
+CREATE OR REPLACE TEMP TABLE _stage_skip AS
+SELECT line_number FROM _stage
+WHERE reason IS NULL
+QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY line_number) > 1
+UNION ALL
+SELECT line_number FROM _stage
+WHERE reason IS NULL AND event_id IN (SELECT unnest($known::VARCHAR[]))
+"""
+
+# A plain INSERT: INSERT OR IGNORE would group every staged row (JSON included) by id first.
 _INSERT_RAW_SQL = """
 INSERT INTO raw_events (event_id, event_type, created_at, actor_login, repo_id, repo_name,
                         payload, event, ingested_at, poll_id, source)
@@ -95,14 +158,12 @@ SELECT s.event_id, s.event_type, s.created_at, s.actor_login, s.repo_id, s.repo_
        s.payload, s.j, $ingested_at, $poll_id, $source
 FROM _stage s
 WHERE s.reason IS NULL
-  AND NOT EXISTS (SELECT 1 FROM raw_events r WHERE r.event_id = s.event_id)
-QUALIFY row_number() OVER (PARTITION BY s.event_id ORDER BY s.line_number) = 1
-ORDER BY s.line_number
+  AND NOT EXISTS (SELECT 1 FROM _stage_skip k WHERE k.line_number = s.line_number)
 """
 
 _INSERT_REJECTED_SQL = """
 INSERT INTO rejected_events
-SELECT $now, $poll_id, $source, s.line_number, s.reason, s.line
+SELECT $now, $poll_id, $source, s.line_number, s.reason, s.raw_text
 FROM _stage s
 WHERE s.reason IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM rejected_events r
@@ -127,28 +188,78 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(SCHEMA_SQL)
 
 
+# A poll's few hundred ids are looked up in the primary-key index: DuckDB does that for an IN
+# list of bound values, whereas IN (SELECT unnest(...)) or a join scans every stored id, which
+# costs ~1.7 s per call at 10M events (issue 7). Above this many ids a scan is cheaper anyway.
+INDEX_LOOKUP_MAX_IDS = 1000
+_INDEX_LOOKUP_CHUNK = 250
+
+
 def known_event_ids(conn: duckdb.DuckDBPyConnection, ids: Iterable[str]) -> set[str]:
     wanted = list(dict.fromkeys(ids))
     if not wanted:
         return set()
-    rows = conn.execute(
-        "SELECT event_id FROM raw_events WHERE event_id IN (SELECT unnest($ids))", {"ids": wanted}
-    ).fetchall()
-    return {row[0] for row in rows}
+    if len(wanted) > INDEX_LOOKUP_MAX_IDS:
+        rows = conn.execute(
+            "SELECT event_id FROM raw_events WHERE event_id IN (SELECT unnest($ids))",
+            {"ids": wanted},
+        ).fetchall()
+        return {row[0] for row in rows}
+    found: set[str] = set()
+    for at in range(0, len(wanted), _INDEX_LOOKUP_CHUNK):
+        chunk = wanted[at : at + _INDEX_LOOKUP_CHUNK]
+        # Only generated parameter names enter the SQL text; the ids are bound values.
+        names = ", ".join(f"$id{i}" for i in range(len(chunk)))
+        rows = conn.execute(
+            f"SELECT event_id FROM raw_events WHERE event_id IN ({names})",
+            {f"id{i}": value for i, value in enumerate(chunk)},
+        ).fetchall()
+        found.update(row[0] for row in rows)
+    return found
+
+
+def stage_ndjson(conn: duckdb.DuckDBPyConnection, path: Path) -> tuple[int, int]:
+    """Read and check one NDJSON(.gz) file into the temp table `_stage`; returns (lines, rejected).
+    Call inside the caller's transaction, then insert_staged() and drop_stage()."""
+    conn.execute(_LINES_SQL, {"path": str(path), "max_line_bytes": MAX_LINE_BYTES})
+    conn.execute(_STAGE_SQL)
+    conn.execute(f"DROP TABLE {_LINES_TABLE}")
+    received, rejected = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE reason IS NOT NULL) FROM _stage"
+    ).fetchall()[0]
+    return int(received), int(rejected)
+
+
+def insert_staged(
+    conn: duckdb.DuckDBPyConnection, *, poll_id: str, source: str, now: datetime
+) -> int:
+    """Insert the staged events not stored yet and record the rejected lines; returns new rows."""
+    if int(scalar(conn, "SELECT count(*) FROM _stage")) <= INDEX_LOOKUP_MAX_IDS:
+        # A poll-sized file: find its stored ids through the index instead of scanning them all.
+        sql = "SELECT DISTINCT event_id FROM _stage WHERE reason IS NULL"
+        staged = [r[0] for r in conn.execute(sql).fetchall()]
+        conn.execute(_SKIP_KNOWN_SQL, {"known": sorted(known_event_ids(conn, staged))})
+    else:
+        conn.execute(_SKIP_SQL)
+    new = int(
+        scalar(conn, _INSERT_RAW_SQL, {"ingested_at": now, "poll_id": poll_id, "source": source})
+    )
+    conn.execute(_INSERT_REJECTED_SQL, {"now": now, "poll_id": poll_id, "source": source})
+    return new
+
+
+def drop_stage(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS {_LINES_TABLE}")
+    conn.execute(f"DROP TABLE IF EXISTS {_SKIP_TABLE}")
+    conn.execute(f"DROP TABLE IF EXISTS {STAGE_TABLE}")
 
 
 def _load_staged(
     conn: duckdb.DuckDBPyConnection, path: Path, *, poll_id: str, source: str, now: datetime
 ) -> LoadStats:
-    conn.execute(_STAGE_SQL, {"path": str(path)})
-    received, rejected = conn.execute(
-        "SELECT count(*), count(*) FILTER (WHERE reason IS NOT NULL) FROM _stage"
-    ).fetchall()[0]
-    new = int(
-        scalar(conn, _INSERT_RAW_SQL, {"ingested_at": now, "poll_id": poll_id, "source": source})
-    )
-    conn.execute(_INSERT_REJECTED_SQL, {"now": now, "poll_id": poll_id, "source": source})
-    conn.execute("DROP TABLE _stage")
+    received, rejected = stage_ndjson(conn, path)
+    new = insert_staged(conn, poll_id=poll_id, source=source, now=now)
+    drop_stage(conn)
     return LoadStats(
         received=received, new=new, duplicates=received - rejected - new, rejected=rejected
     )
@@ -169,6 +280,54 @@ def load_ndjson(
     return stats
 
 
+@dataclass(frozen=True)
+class PossibleGap:
+    """A poll whose pages never reached events stored before it: events may have been missed
+    between `gap_start` (newest event stored before) and `gap_end` (oldest event it received)."""
+
+    previous_poll_id: str | None
+    gap_start: datetime | None
+    gap_end: datetime | None
+    pages: int
+    events_received: int
+
+
+_INSERT_POLL_LOG_SQL = """
+INSERT INTO poll_log (poll_id, page, attempt, requested_at, status, events, new_events, duplicates,
+                      etag_matched, rate_limit_remaining, rate_limit_reset, error)
+VALUES ($poll_id, $page, $attempt, $requested_at, $status, $events, $new, $dups, $etag_matched,
+        $remaining, $reset, $error)
+"""
+
+
+def _insert_request(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    poll_id: str,
+    page: PageResult,
+    attempt: int,
+    new: int,
+    duplicates: int,
+) -> None:
+    conn.execute(
+        _INSERT_POLL_LOG_SQL,
+        {
+            "poll_id": poll_id,
+            "page": page.page,
+            "attempt": attempt,
+            "requested_at": page.requested_at,
+            "status": page.status,
+            "events": len(page.events),
+            "new": new,
+            "dups": duplicates,
+            "etag_matched": page.not_modified,
+            "remaining": page.rate_limit.remaining,
+            "reset": page.rate_limit.reset_at,
+            "error": page.error,
+        },
+    )
+
+
 def ingest_poll(
     conn: duckdb.DuckDBPyConnection,
     poll: PollResult,
@@ -176,8 +335,11 @@ def ingest_poll(
     poll_id: str,
     landing_file: Path | None,
     page_known: list[set[str]],
+    requests: Sequence[tuple[PageResult, int]] | None = None,
+    gap: PossibleGap | None = None,
 ) -> LoadStats:
-    """Load a poll's landing file and its poll_log rows in one transaction."""
+    """Load a poll's landing file, its poll_log rows (one per request in `requests`, default one
+    per page) and its possible gap in one transaction."""
     now = datetime.now(UTC)
     conn.execute("BEGIN TRANSACTION")
     try:
@@ -185,26 +347,30 @@ def ingest_poll(
             stats = _load_staged(conn, landing_file, poll_id=poll_id, source="api", now=now)
         else:
             stats = LoadStats(received=0, new=0, duplicates=0, rejected=0)
+        counts: dict[int, tuple[int, int]] = {}
         seen: set[str] = set()
         for page, known in zip(poll.pages, page_known, strict=True):
             ids = [str(e["id"]) for e in page.events if isinstance(e, dict) and "id" in e]
             new_ids = {i for i in ids if i not in known and i not in seen}
             seen.update(ids)
+            counts[id(page)] = (len(new_ids), len(page.events) - len(new_ids))
+        for page, attempt in requests if requests is not None else [(p, 1) for p in poll.pages]:
+            new, dups = counts.get(id(page), (0, 0))
+            _insert_request(
+                conn, poll_id=poll_id, page=page, attempt=attempt, new=new, duplicates=dups
+            )
+        if gap is not None:
             conn.execute(
-                "INSERT INTO poll_log VALUES ($poll_id, $page, $requested_at, $status, $events, $new,"
-                " $dups, $etag_matched, $remaining, $reset, $error)",
+                "INSERT INTO poll_gaps VALUES ($poll_id, $at, $previous, $start, $end, $pages,"
+                " $events)",
                 {
                     "poll_id": poll_id,
-                    "page": page.page,
-                    "requested_at": page.requested_at,
-                    "status": page.status,
-                    "events": len(page.events),
-                    "new": len(new_ids),
-                    "dups": len(page.events) - len(new_ids),
-                    "etag_matched": page.not_modified,
-                    "remaining": page.rate_limit.remaining,
-                    "reset": page.rate_limit.reset_at,
-                    "error": page.error,
+                    "at": poll.started_at,
+                    "previous": gap.previous_poll_id,
+                    "start": gap.gap_start,
+                    "end": gap.gap_end,
+                    "pages": gap.pages,
+                    "events": gap.events_received,
                 },
             )
         conn.execute("COMMIT")
@@ -214,25 +380,42 @@ def ingest_poll(
     return stats
 
 
-def record_failed_request(
-    conn: duckdb.DuckDBPyConnection,
-    *,
-    poll_id: str,
-    page: int,
-    status: int,
-    error: str,
-    requested_at: datetime,
-    rate_limit_remaining: int | None = None,
+def record_requests(
+    conn: duckdb.DuckDBPyConnection, *, poll_id: str, requests: Sequence[tuple[PageResult, int]]
 ) -> None:
-    conn.execute(
-        "INSERT INTO poll_log VALUES ($poll_id, $page, $at, $status, 0, 0, 0, false, $remaining,"
-        " NULL, $error)",
-        {
-            "poll_id": poll_id,
-            "page": page,
-            "at": requested_at,
-            "status": status,
-            "remaining": rate_limit_remaining,
-            "error": error,
-        },
-    )
+    """poll_log rows for a poll that stored nothing (it failed or was refused)."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        for page, attempt in requests:
+            _insert_request(conn, poll_id=poll_id, page=page, attempt=attempt, new=0, duplicates=0)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def latest_api_poll(conn: duckdb.DuckDBPyConnection) -> tuple[str | None, datetime | None]:
+    """The last poll that stored API events, and the newest created_at stored from the API."""
+    rows = conn.execute(
+        "SELECT (SELECT poll_id FROM raw_events WHERE source = 'api' ORDER BY seq DESC LIMIT 1),"
+        " (SELECT max(created_at) FROM raw_events WHERE source = 'api')"
+    ).fetchall()
+    return rows[0][0], rows[0][1]
+
+
+def gap_summary(conn: duckdb.DuckDBPyConnection, *, since: datetime) -> dict[str, Any]:
+    """Possible gaps detected since `since`, the total, and the most recent one."""
+    recent, total = conn.execute(
+        "SELECT count(*) FILTER (WHERE detected_at >= $since), count(*) FROM poll_gaps",
+        {"since": since},
+    ).fetchall()[0]
+    latest = conn.execute(
+        "SELECT poll_id, detected_at, previous_poll_id, gap_start, gap_end FROM poll_gaps"
+        " ORDER BY detected_at DESC LIMIT 1"
+    ).fetchall()
+    keys = ("poll_id", "detected_at", "previous_poll_id", "gap_start", "gap_end")
+    return {
+        "recent": int(recent),
+        "total": int(total),
+        "latest": dict(zip(keys, latest[0], strict=True)) if latest else None,
+    }
