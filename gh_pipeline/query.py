@@ -2,11 +2,13 @@
 
 Why a snapshot: DuckDB allows one writing process, a read-only open fails while the writer holds
 the warehouse, and a reader holding the file blocks the writer. So this module never opens
-`warehouse.duckdb`. After each materialisation the pipeline publishes every filtered and metric
-table as an immutable Parquet version and atomically points `<data_dir>/snapshot/<table>.parquet`
-at it (`gh_pipeline.snapshot`). Each call here resolves those links once, opens a private in-memory
-DuckDB, reads the versions and closes it again: a result can be one materialisation stale, never
-torn, and the pipeline never waits.
+`warehouse.duckdb`. After each materialisation the pipeline publishes every metric table as an
+immutable Parquet version and atomically points `<data_dir>/snapshot/<table>.parquet` at it, and
+appends each filtered table's new rows as an immutable part listed by an atomically replaced
+`<data_dir>/snapshot/<table>.manifest.json` (`gh_pipeline.snapshot`). Each call here resolves
+those links and manifests once, opens a private in-memory DuckDB, reads the files they name and
+closes it again: a result can be one materialisation stale, never torn, and the pipeline never
+waits.
 
 The in-memory database is sandboxed: external access is switched off except for the snapshot
 files the call reads, and the configuration is locked, so nothing here can write a file, attach
@@ -235,11 +237,23 @@ def _published(snapshot_dir: Path, table: str) -> Path | None:
     return Path(os.path.realpath(version)) if version is not None else None
 
 
+def _resolved(snapshot_dir: Path, table: str) -> snapshot.Published | None:
+    """The immutable files of `table` to read, resolved once per call: the version a whole-table
+    snapshot points at, or the parts an append-only table's manifest lists (gh_pipeline.snapshot)."""
+    published = snapshot.current_snapshot(snapshot_dir, table)
+    if published is None:
+        return None
+    # Fully resolved, as in _published.
+    files = tuple(Path(os.path.realpath(f)) for f in published.files)
+    return snapshot.Published(files, published.published_at, published.rows)
+
+
 def _table_source(snapshot_dir: Path, table: str) -> _Sources:
-    path = _published(snapshot_dir, table)
-    if path is None:
+    published = _resolved(snapshot_dir, table)
+    if published is None:
         return _Sources(None, {}, ())
-    return _Sources("SELECT * FROM read_parquet($path)", {"path": str(path)}, (path,))
+    files = published.files
+    return _Sources("SELECT * FROM read_parquet($files)", {"files": [str(f) for f in files]}, files)
 
 
 def _tracked_source(snapshot_dir: Path, event_types: Sequence[str]) -> _Sources:
@@ -249,21 +263,22 @@ def _tracked_source(snapshot_dir: Path, event_types: Sequence[str]) -> _Sources:
     paths: list[Path] = []
     for i, event_type in enumerate(event_types):
         table = transform.FILTERED_TABLES[_TRACKED_TABLES[event_type]]
-        path = _published(snapshot_dir, table.name)
-        if path is None:
+        published = _resolved(snapshot_dir, table.name)
+        if published is None:
             continue
         number = "number::INTEGER" if table.has_number else "NULL::INTEGER"
-        # Only parameter names ($path_0, $type_0) and fixed column expressions enter the text.
+        # Only parameter names ($files_0, $type_0) and fixed column expressions enter the text.
         parts.append(
             f"SELECT event_id::VARCHAR AS event_id, $type_{i}::VARCHAR AS event_type, "
             f"created_at::TIMESTAMPTZ AS created_at, actor_login::VARCHAR AS actor_login, "
             f"repo_id::BIGINT AS repo_id, repo_name::VARCHAR AS repo_name, "
             f"action::VARCHAR AS action, {number} AS number "
-            f"FROM read_parquet($path_{i})"
+            f"FROM read_parquet($files_{i})"
         )
-        params[f"path_{i}"] = str(path)
+        # A list of files travels as one bound parameter too.
+        params[f"files_{i}"] = [str(f) for f in published.files]
         params[f"type_{i}"] = event_type
-        paths.append(path)
+        paths.extend(published.files)
     if not parts:
         return _Sources(None, {}, ())
     return _Sources(" UNION ALL ".join(parts), params, tuple(paths))
@@ -558,36 +573,48 @@ def user_sessions(
     return _run(sources, sql, params, USER_SESSIONS_COLUMNS)
 
 
+def _version_facts(conn: duckdb.DuckDBPyConnection, path: Path) -> tuple[datetime, int]:
+    """Publication time and row count of a whole-table version, from its Parquet metadata."""
+    stamp, count = conn.execute(
+        """
+        SELECT (SELECT max(decode(value)) FROM parquet_kv_metadata($path)
+                WHERE decode(key) = $key),
+               (SELECT sum(num_rows) FROM parquet_file_metadata($path))
+        """,
+        {"path": str(path), "key": snapshot.PUBLISHED_AT_KEY},
+    ).fetchall()[0]
+    # Snapshots from before the timestamp moved into the file fall back to mtime.
+    at = (
+        datetime.fromisoformat(stamp)
+        if stamp
+        else datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    )
+    return at, int(count or 0)
+
+
 def last_updated(*, data_dir: DataDir = None) -> pd.DataFrame:
     """When each published table was last published (UTC) and how many rows that snapshot holds;
     tables not published yet are absent."""
     directory = _snapshot_dir(data_dir)
-    resolved: list[dict[str, Path]] = []
+    resolved: list[dict[str, snapshot.Published]] = []
 
     def read() -> list[dict[str, Any]]:
-        published = {t: p for t in _PUBLISHED_TABLES if (p := _published(directory, t)) is not None}
+        published = {t: p for t in _PUBLISHED_TABLES if (p := _resolved(directory, t)) is not None}
         resolved.append(published)
         rows = []
-        with _reader(list(published.values())) as conn:
-            for table, path in published.items():
-                stamp, count = conn.execute(
-                    """
-                    SELECT (SELECT max(decode(value)) FROM parquet_kv_metadata($path)
-                            WHERE decode(key) = $key),
-                           (SELECT sum(num_rows) FROM parquet_file_metadata($path))
-                    """,
-                    {"path": str(path), "key": snapshot.PUBLISHED_AT_KEY},
-                ).fetchall()[0]
-                # Snapshots from before the timestamp moved into the file fall back to mtime.
-                at = (
-                    datetime.fromisoformat(stamp)
-                    if stamp
-                    else datetime.fromtimestamp(path.stat().st_mtime, UTC)
-                )
-                rows.append({"table_name": table, "published_at": at, "row_count": int(count or 0)})
+        # A manifest says when and how much it published; a whole-table version says it inside.
+        files = [f for p in published.values() if p.published_at is None for f in p.files]
+        with _reader(files) as conn:
+            for table, entry in published.items():
+                if entry.published_at is not None and entry.rows is not None:
+                    at, count = entry.published_at, entry.rows
+                else:
+                    (path,) = entry.files
+                    at, count = _version_facts(conn, path)
+                rows.append({"table_name": table, "published_at": at, "row_count": int(count)})
         return rows
 
-    rows = _with_retry(read, lambda: list(resolved[-1].values()))
+    rows = _with_retry(read, lambda: [f for p in resolved[-1].values() for f in p.files])
     if not rows:
         return _empty(LAST_UPDATED_COLUMNS)
     return _conform(pd.DataFrame(rows), LAST_UPDATED_COLUMNS)

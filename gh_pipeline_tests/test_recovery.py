@@ -21,7 +21,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from gh_pipeline import gharchive, ingest, metrics, recovery, settings, store, transform
+from gh_pipeline import gharchive, ingest, metrics, recovery, settings, snapshot, store, transform
 from gh_pipeline.defs import maintenance
 from gh_pipeline.github_client import GitHubEventsClient
 from gh_pipeline_tests.fake_github import FakeGitHub, load_recorded, recorded_2019_feed
@@ -159,12 +159,13 @@ def test_rebuild_replaces_a_corrupted_warehouse_and_keeps_the_old_file(polled, t
     assert hashlib.sha256(result.backup.read_bytes()).hexdigest() == damaged
     assert not live.with_name(live.name + recovery.REBUILD_SUFFIX).exists()
     _assert_same_tables(reference, live)
-    # Readers see the rebuilt tables too.
-    snapshots = settings.snapshot_dir(data_dir)
+    # Readers see the rebuilt tables too (the parts the table's snapshot manifest lists).
+    published = snapshot.current_snapshot(settings.snapshot_dir(data_dir), "pull_request_events")
+    assert published is not None
     with duckdb.connect() as reader:
         counted = reader.execute(
             "SELECT count(*) FROM read_parquet($p)",
-            {"p": str(snapshots / "pull_request_events.parquet")},
+            {"p": [str(f) for f in published.files]},
         ).fetchall()[0][0]
     with duckdb.connect(str(live), read_only=True) as conn:
         assert counted == store.scalar(conn, "SELECT count(*) FROM pull_request_events") > 0
