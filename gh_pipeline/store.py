@@ -71,25 +71,17 @@ CREATE TABLE IF NOT EXISTS poll_gaps (
 # runs only for lines that already failed a check. Empty lines are not events and are skipped;
 # strict_mode=false turns a stray \x01 byte into a truncated (hence rejected) line, not a failed load.
 STAGE_TABLE = "_stage"
-_LINES_TABLE = "_stage_lines"
 _SKIP_TABLE = "_stage_skip"
 MAX_LINE_BYTES = 16 * 1024 * 1024  # as DuckDB's own read_json default maximum_object_size
 
-# Numbering the lines needs them in file order, which DuckDB does on one thread; it is done alone
-# first so that the parsing below, the expensive part, runs on every core.
-_LINES_SQL = r"""
-CREATE OR REPLACE TEMP TABLE _stage_lines AS
-SELECT row_number() OVER () AS line_number, line
-FROM read_csv($path, columns = {'line': 'VARCHAR'}, delim = E'\x01', quote = '', escape = '',
-              header = false, auto_detect = false, strict_mode = false,
-              max_line_size = $max_line_bytes)
-"""
-
-_STAGE_SQL = r"""
-CREATE OR REPLACE TEMP TABLE _stage AS
-WITH parsed AS (
-    SELECT line_number, line, try_cast(line AS JSON) AS j FROM _stage_lines
-    WHERE line IS NOT NULL
+_STAGE_SELECT = r"""
+WITH lines AS (
+    SELECT row_number() OVER () AS line_number, line
+    FROM read_csv($path, columns = {'line': 'VARCHAR'}, delim = E'\x01', quote = '',
+                  escape = '', header = false, auto_detect = false, strict_mode = false,
+                  max_line_size = $max_line_bytes)
+), parsed AS (
+    SELECT line_number, line, try_cast(line AS JSON) AS j FROM lines WHERE line IS NOT NULL
 ), picked AS (
     SELECT line_number, line, j,
         json_extract(j, ['$.id', '$.type', '$.created_at', '$.actor.login', '$.repo.id',
@@ -125,6 +117,7 @@ SELECT line_number, event_id, event_type, created_at, actor_login, repo_id, repo
        reason, CASE WHEN reason IS NOT NULL THEN line END AS raw_text
 FROM checked
 """
+_STAGE_SQL = f"CREATE OR REPLACE TEMP TABLE {STAGE_TABLE} AS {_STAGE_SELECT}"
 
 # Lines to leave out: repeats of an id within the file (the first line wins) and ids already
 # stored. The stored ids are found with a semi join whose hash table holds the file's ids, not
@@ -148,6 +141,39 @@ QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY line_number) > 1
 UNION ALL
 SELECT line_number FROM _stage
 WHERE reason IS NULL AND event_id IN (SELECT unnest($known::VARCHAR[]))
+"""
+
+# The same when the caller knows when the file's events happened: only stored events created in
+# [$window_start, $window_end) are looked at, so the cost follows that window, not the history.
+# An id stored with a created_at outside the window is not found here; inserting it again then
+# violates the primary key, and the caller retries without a window (see gharchive.py).
+_SKIP_WINDOW_SQL = """
+CREATE OR REPLACE TEMP TABLE _stage_skip AS
+SELECT line_number FROM _stage
+WHERE reason IS NULL
+QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY line_number) > 1
+UNION ALL
+SELECT s.line_number FROM _stage s
+SEMI JOIN (SELECT event_id FROM raw_events
+           WHERE created_at >= $window_start AND created_at < $window_end) r
+    ON r.event_id = s.event_id
+WHERE s.reason IS NULL
+"""
+
+# One pass from file to table, no staging: for a file expected to be all new, valid, distinct
+# events (a fresh GH Archive hour). It stores no rejected lines, and a repeated id, or one stored
+# outside the window, violates the primary key: the caller checks the count and falls back to
+# the staged load otherwise (gharchive.load_hour_file).
+_DIRECT_INSERT_SQL = f"""
+INSERT INTO raw_events (event_id, event_type, created_at, actor_login, repo_id, repo_name,
+                        payload, event, ingested_at, poll_id, source)
+SELECT s.event_id, s.event_type, s.created_at, s.actor_login, s.repo_id, s.repo_name,
+       s.payload, s.j, $ingested_at, $poll_id, $source
+FROM ({_STAGE_SELECT}) s
+WHERE s.reason IS NULL
+  AND NOT EXISTS (SELECT 1 FROM raw_events r
+                  WHERE r.event_id = s.event_id
+                    AND r.created_at >= $window_start AND r.created_at < $window_end)
 """
 
 # A plain INSERT: INSERT OR IGNORE would group every staged row (JSON included) by id first.
@@ -221,9 +247,7 @@ def known_event_ids(conn: duckdb.DuckDBPyConnection, ids: Iterable[str]) -> set[
 def stage_ndjson(conn: duckdb.DuckDBPyConnection, path: Path) -> tuple[int, int]:
     """Read and check one NDJSON(.gz) file into the temp table `_stage`; returns (lines, rejected).
     Call inside the caller's transaction, then insert_staged() and drop_stage()."""
-    conn.execute(_LINES_SQL, {"path": str(path), "max_line_bytes": MAX_LINE_BYTES})
-    conn.execute(_STAGE_SQL)
-    conn.execute(f"DROP TABLE {_LINES_TABLE}")
+    conn.execute(_STAGE_SQL, {"path": str(path), "max_line_bytes": MAX_LINE_BYTES})
     received, rejected = conn.execute(
         "SELECT count(*), count(*) FILTER (WHERE reason IS NOT NULL) FROM _stage"
     ).fetchall()[0]
@@ -231,10 +255,18 @@ def stage_ndjson(conn: duckdb.DuckDBPyConnection, path: Path) -> tuple[int, int]
 
 
 def insert_staged(
-    conn: duckdb.DuckDBPyConnection, *, poll_id: str, source: str, now: datetime
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    poll_id: str,
+    source: str,
+    now: datetime,
+    window: tuple[datetime, datetime] | None = None,
 ) -> int:
-    """Insert the staged events not stored yet and record the rejected lines; returns new rows."""
-    if int(scalar(conn, "SELECT count(*) FROM _stage")) <= INDEX_LOOKUP_MAX_IDS:
+    """Insert the staged events not stored yet and record the rejected lines; returns new rows.
+    With a `window` only stored events created in it are checked (_SKIP_WINDOW_SQL)."""
+    if window is not None:
+        conn.execute(_SKIP_WINDOW_SQL, {"window_start": window[0], "window_end": window[1]})
+    elif int(scalar(conn, "SELECT count(*) FROM _stage")) <= INDEX_LOOKUP_MAX_IDS:
         # A poll-sized file: find its stored ids through the index instead of scanning them all.
         sql = "SELECT DISTINCT event_id FROM _stage WHERE reason IS NULL"
         staged = [r[0] for r in conn.execute(sql).fetchall()]
@@ -249,9 +281,32 @@ def insert_staged(
 
 
 def drop_stage(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(f"DROP TABLE IF EXISTS {_LINES_TABLE}")
     conn.execute(f"DROP TABLE IF EXISTS {_SKIP_TABLE}")
     conn.execute(f"DROP TABLE IF EXISTS {STAGE_TABLE}")
+
+
+def insert_file_direct(
+    conn: duckdb.DuckDBPyConnection,
+    path: Path,
+    *,
+    poll_id: str,
+    source: str,
+    now: datetime,
+    window: tuple[datetime, datetime],
+) -> int:
+    """Insert a file's valid events not stored in `window` in one pass; returns rows inserted.
+    Records no rejected lines; raises duckdb.ConstraintException on an id repeated in the file or
+    stored outside the window. Only for callers that verify the count (see _DIRECT_INSERT_SQL)."""
+    params = {
+        "path": str(path),
+        "max_line_bytes": MAX_LINE_BYTES,
+        "ingested_at": now,
+        "poll_id": poll_id,
+        "source": source,
+        "window_start": window[0],
+        "window_end": window[1],
+    }
+    return int(scalar(conn, _DIRECT_INSERT_SQL, params))
 
 
 def _load_staged(

@@ -20,3 +20,13 @@ def fake_github(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
     with FakeGitHub(poll_interval=60) as fake:
         monkeypatch.setenv("GITHUB_API_URL", fake.url)
         yield fake
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_real_gh_archive() -> Iterator[None]:
+    """Tests never reach data.gharchive.org: unless a test points GHARCHIVE_URL at its own server,
+    the archive schedule and asset (in `dagster dev` subprocesses too) meet a closed local port."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("GHARCHIVE_URL", "http://127.0.0.1:9")
+    yield
+    patch.undo()

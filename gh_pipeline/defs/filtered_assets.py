@@ -3,6 +3,7 @@ import dagster as dg
 from gh_pipeline import snapshot, transform
 from gh_pipeline.defs.asset_keys import (
     FILTERED_GROUP,
+    GHARCHIVE_HOURLY,
     ISSUES_EVENTS,
     PULL_REQUEST_EVENTS,
     RAW_EVENTS,
@@ -16,7 +17,9 @@ def _filtered_asset(key: dg.AssetKey, description: str) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=key,
-        deps=[RAW_EVENTS],
+        # Both feed the raw_events table; the refresh appends whatever either stored since the
+        # last run, so an archive hour flows in like a live poll.
+        deps=[RAW_EVENTS, GHARCHIVE_HOURLY],
         group_name=FILTERED_GROUP,
         kinds={"duckdb"},
         pool=WAREHOUSE_POOL,
