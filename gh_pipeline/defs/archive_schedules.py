@@ -4,6 +4,7 @@ import dagster as dg
 
 from gh_pipeline.defs.archive_assets import GHARCHIVE_PARTITIONS, GHArchiveResource
 from gh_pipeline.defs.asset_keys import GHARCHIVE_HOURLY
+from gh_pipeline.defs.jobs import IN_FLIGHT_STATUSES
 from gh_pipeline.gharchive import ArchiveDownloadError, ArchiveHour, is_published, make_client
 
 ARCHIVE_JOB_NAME = "gharchive_hourly_job"
@@ -16,13 +17,6 @@ MAX_FAILED_RUNS = 3
 HEAD_TIMEOUT_S = 10.0
 PARTITION_TAG = "dagster/partition"
 
-_IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 # The archive hour and everything downstream of it in one run: the filtered and metric tables
 # include the hour as soon as its run ends. (A UI backfill of gharchive_hourly alone leaves them
@@ -69,7 +63,9 @@ def gharchive_newest_hour(
             if _materialized(context.instance, key):
                 continue
             tags = {PARTITION_TAG: key}
-            if context.instance.get_runs_count(dg.RunsFilter(tags=tags, statuses=_IN_FLIGHT)):
+            if context.instance.get_runs_count(
+                dg.RunsFilter(tags=tags, statuses=IN_FLIGHT_STATUSES)
+            ):
                 notes.append(f"{key} is being loaded")
                 continue
             failed = context.instance.get_runs_count(

@@ -5,6 +5,15 @@ from gh_pipeline.defs.asset_keys import RAW_EVENTS
 POLL_JOB_NAME = "poll_github_events"
 POLL_TAG = "gh_pipeline/poll"
 
+# A run in any of these states may still make requests or write the warehouse.
+IN_FLIGHT_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
 # One process per poll: the ops run in order inside it, so the tick pays Python start-up once and
 # DuckDB sees a single writer.
 poll_job = dg.define_asset_job(

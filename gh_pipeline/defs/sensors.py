@@ -4,29 +4,22 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from gh_pipeline import poll_state, polling
-from gh_pipeline.defs.jobs import POLL_JOB_NAME, poll_job
+from gh_pipeline.defs.jobs import IN_FLIGHT_STATUSES, POLL_JOB_NAME, poll_job
 from gh_pipeline.defs.resources import PipelineStorage
 
 POLL_SENSOR_NAME = "github_events_sensor"
 
 # A poll run waits at most 90 s, makes at most 3 pages x 4 attempts with short backoffs, then
-# refreshes the tables: 15 minutes means it is stuck. With run monitoring enabled on the instance,
-# Dagster fails such a run, which frees the sensor and the one-poll-at-a-time queue.
-POLL_RUN_MAX_RUNTIME_S = 300  # a poll run waits at most 90 s and retries a few seconds
-
-_IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
+# refreshes the tables: 5 minutes means it is stuck (or its process was killed). With run
+# monitoring enabled on the instance, Dagster fails such a run, which frees the sensor and the
+# one-poll-at-a-time queue.
+POLL_RUN_MAX_RUNTIME_S = 300
 
 
 def _in_flight(instance: dg.DagsterInstance) -> str | None:
     """A description of the poll run in flight, if any."""
     runs = instance.get_runs(
-        filters=dg.RunsFilter(job_name=POLL_JOB_NAME, statuses=_IN_FLIGHT), limit=1
+        filters=dg.RunsFilter(job_name=POLL_JOB_NAME, statuses=IN_FLIGHT_STATUSES), limit=1
     )
     if not runs:
         return None
