@@ -279,11 +279,9 @@ class GitHubEventsClient:
                 # 304: nothing new since the ETag. 422: the pagination cap, the end of the feed.
                 reached_known = result.not_modified
                 break
-            if known_ids is not None:
-                ids = [str(e.get("id")) for e in result.events if isinstance(e, dict)]
-                if known_ids(ids):
-                    reached_known = True
-                    break
+            if known_ids is not None and known_ids(result.event_ids):
+                reached_known = True
+                break
             if url is None:
                 break
         # No rel="next" short of the cap: we saw the whole feed, so nothing can lie beyond it.

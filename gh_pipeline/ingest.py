@@ -8,7 +8,7 @@ committed, so a crash between the two costs a re-fetch, never an event.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,11 +129,20 @@ def poll_once(
     _wait_until_allowed(state, now=now, sleep=sleep, max_wait_s=max_wait_s)
     store.ensure_schema(conn)
     requests: list[tuple[PageResult, int]] = []
+    # Each page's stored ids are looked up once, while paging; the poll log reuses the answers.
+    known_by_ids: dict[tuple[str, ...], set[str]] = {}
+
+    def known_ids(ids: Iterable[str]) -> set[str]:
+        key = tuple(ids)
+        if key not in known_by_ids:
+            known_by_ids[key] = store.known_event_ids(conn, key)
+        return known_by_ids[key]
+
     started_at = now()
     try:
         result = client.poll(
             etag=state.etag,
-            known_ids=lambda ids: store.known_event_ids(conn, ids),
+            known_ids=known_ids,
             on_request=lambda page, attempt: requests.append((page, attempt)),
         )
     except GitHubApiError as exc:
@@ -147,14 +156,11 @@ def poll_once(
             started_at=requests[0][0].requested_at if requests else started_at,
             requests=requests,
         ) from exc
-    page_known = [
-        store.known_event_ids(conn, [str(e.get("id")) for e in p.events if isinstance(e, dict)])
-        for p in result.pages
-    ]
+    page_known = [known_ids(p.event_ids) for p in result.pages]
     previous_poll_id, newest_stored = store.latest_api_poll(conn)
     gap = detect_gap(
         result,
-        feed_exhausted=bool(getattr(result, "feed_exhausted", False)),
+        feed_exhausted=result.feed_exhausted,
         previous_poll_id=previous_poll_id,
         newest_stored=newest_stored,
     )

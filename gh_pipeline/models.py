@@ -32,6 +32,11 @@ class PageResult:
     error: str | None = None
 
     @property
+    def event_ids(self) -> list[str]:
+        """Ids of the page's events, as strings (events without one are left out)."""
+        return [str(e["id"]) for e in self.events if isinstance(e, dict) and "id" in e]
+
+    @property
     def not_modified(self) -> bool:
         return self.status == 304
 

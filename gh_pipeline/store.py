@@ -405,7 +405,7 @@ def ingest_poll(
         counts: dict[int, tuple[int, int]] = {}
         seen: set[str] = set()
         for page, known in zip(poll.pages, page_known, strict=True):
-            ids = [str(e["id"]) for e in page.events if isinstance(e, dict) and "id" in e]
+            ids = page.event_ids
             new_ids = {i for i in ids if i not in known and i not in seen}
             seen.update(ids)
             counts[id(page)] = (len(new_ids), len(page.events) - len(new_ids))
