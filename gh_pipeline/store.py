@@ -120,45 +120,48 @@ FROM checked
 _STAGE_SQL = f"CREATE OR REPLACE TEMP TABLE {STAGE_TABLE} AS {_STAGE_SELECT}"
 
 # Lines to leave out: repeats of an id within the file (the first line wins) and ids already
-# stored. The stored ids are found with a semi join whose hash table holds the file's ids, not
-# the warehouse's, so memory stays flat as raw_events grows.
-_SKIP_SQL = """
+# stored. Every variant below starts with the repeats and differs in how stored ids are found.
+_SKIP_REPEATS_SQL = """
 CREATE OR REPLACE TEMP TABLE _stage_skip AS
 SELECT line_number FROM _stage
 WHERE reason IS NULL
 QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY line_number) > 1
 UNION ALL
+"""
+
+# Stored ids found with a semi join whose hash table holds the file's ids, not the warehouse's,
+# so memory stays flat as raw_events grows.
+_SKIP_SQL = (
+    _SKIP_REPEATS_SQL
+    + """
 SELECT s.line_number FROM _stage s SEMI JOIN raw_events r ON r.event_id = s.event_id
 WHERE s.reason IS NULL
 """
+)
 
 # The same for a small file whose stored ids were already looked up in the index ($known).
-_SKIP_KNOWN_SQL = """
-CREATE OR REPLACE TEMP TABLE _stage_skip AS
-SELECT line_number FROM _stage
-WHERE reason IS NULL
-QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY line_number) > 1
-UNION ALL
+_SKIP_KNOWN_SQL = (
+    _SKIP_REPEATS_SQL
+    + """
 SELECT line_number FROM _stage
 WHERE reason IS NULL AND event_id IN (SELECT unnest($known::VARCHAR[]))
 """
+)
 
 # The same when the caller knows when the file's events happened: only stored events created in
 # [$window_start, $window_end) are looked at, so the cost follows that window, not the history.
 # An id stored with a created_at outside the window is not found here; inserting it again then
 # violates the primary key, and the caller retries without a window (see gharchive.py).
-_SKIP_WINDOW_SQL = """
-CREATE OR REPLACE TEMP TABLE _stage_skip AS
-SELECT line_number FROM _stage
-WHERE reason IS NULL
-QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY line_number) > 1
-UNION ALL
+_SKIP_WINDOW_SQL = (
+    _SKIP_REPEATS_SQL
+    + """
 SELECT s.line_number FROM _stage s
 SEMI JOIN (SELECT event_id FROM raw_events
            WHERE created_at >= $window_start AND created_at < $window_end) r
     ON r.event_id = s.event_id
 WHERE s.reason IS NULL
 """
+)
 
 # One pass from file to table, no staging: for a file expected to be all new, valid, distinct
 # events (a fresh GH Archive hour). It stores no rejected lines, and a repeated id, or one stored
