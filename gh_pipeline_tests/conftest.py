@@ -1,8 +1,10 @@
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 
+from gh_pipeline import settings, store, transform
 from gh_pipeline_tests.fake_github import FakeGitHub
 
 
@@ -13,6 +15,16 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("GH_PIPELINE_DATA_DIR", str(path))
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
     return path
+
+
+@pytest.fixture
+def conn(data_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse in the test's data directory, with the raw and filtered schemas."""
+    connection = store.connect(settings.warehouse_path(data_dir))
+    store.ensure_schema(connection)
+    transform.ensure_filtered_schema(connection)
+    yield connection
+    connection.close()
 
 
 @pytest.fixture

@@ -9,21 +9,12 @@ from typing import Any
 import duckdb
 import pytest
 
-from gh_pipeline import metrics, settings, store, transform
+from gh_pipeline import metrics, store, transform
 from gh_pipeline_tests.fake_github import load_recorded
 
 DUCKDB_FEED = "repo-events-duckdb-2023-page01.json"
 T0 = datetime(2023, 4, 7, 12, 0, 25, tzinfo=UTC)
 T_LAST = datetime(2023, 4, 7, 20, 2, 55, tzinfo=UTC)
-
-
-@pytest.fixture
-def conn(data_dir: Path) -> duckdb.DuckDBPyConnection:
-    connection = store.connect(settings.warehouse_path(data_dir))
-    store.ensure_schema(connection)
-    transform.ensure_filtered_schema(connection)
-    yield connection
-    connection.close()
 
 
 def _template(event_type: str, action: str | None = None) -> dict[str, Any]:

@@ -4,7 +4,6 @@ fails, with the right severity and details, on data broken the way it breaks in 
 import copy
 import gzip
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,15 +40,6 @@ def _real_events() -> list[dict[str, Any]]:
 def _renumbered(events: list[dict[str, Any]], suffix: str) -> list[dict[str, Any]]:
     """Copies with new ids: the same real shapes arriving again as new events."""
     return [dict(copy.deepcopy(e), id=f"{e['id']}{suffix}") for e in events]
-
-
-@pytest.fixture
-def conn(data_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = store.connect(settings.warehouse_path(data_dir))
-    store.ensure_schema(connection)
-    transform.ensure_filtered_schema(connection)
-    yield connection
-    connection.close()
 
 
 def _load(conn: duckdb.DuckDBPyConnection, tmp: Path, name: str, events: list[Any]) -> None:

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pytest
 
-from gh_pipeline import settings, store, transform
+from gh_pipeline import store, transform
 from gh_pipeline_tests.fake_github import load_recorded, recorded_2019_feed, trim_event
 
 DUCKDB_FEED = "repo-events-duckdb-2023-page01.json"
@@ -17,15 +16,6 @@ DUCKDB_FEED = "repo-events-duckdb-2023-page01.json"
 def _write(path: Path, events: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def conn(data_dir: Path) -> duckdb.DuckDBPyConnection:
-    connection = store.connect(settings.warehouse_path(data_dir))
-    store.ensure_schema(connection)
-    transform.ensure_filtered_schema(connection)
-    yield connection
-    connection.close()
 
 
 def _load(conn: duckdb.DuckDBPyConnection, path: Path, events: list[dict[str, Any]]) -> None:
