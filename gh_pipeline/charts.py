@@ -443,15 +443,18 @@ def table_frame(conn: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
     return conn.execute(f"SELECT * FROM {table}").df()
 
 
+# The repository's sorted "opened" times are kept by metrics.refresh_pr_intervals in
+# pr_opened_times (one row per repository): a key lookup instead of a scan of
+# pull_request_events on every tick.
 _BUSIEST_GAPS_SQL = """
-WITH opened AS (
-    SELECT created_at,
-           epoch(created_at - lag(created_at) OVER (ORDER BY created_at, event_id)) AS gap_s
-    FROM pull_request_events
-    WHERE action = 'opened' AND repo_name = $repo
+WITH times AS (
+    SELECT unnest(opened_at) AS opened_at FROM pr_opened_times WHERE repo_name = $repo
+), gaps AS (
+    SELECT opened_at, epoch(opened_at - lag(opened_at) OVER (ORDER BY opened_at)) AS gap_s
+    FROM times
 )
-SELECT created_at AS opened_at, gap_s
-FROM opened
+SELECT opened_at, gap_s
+FROM gaps
 WHERE gap_s IS NOT NULL
 ORDER BY opened_at DESC
 LIMIT $limit
