@@ -6,13 +6,14 @@ the warehouse, and a reader holding the file blocks the writer. So this module n
 immutable Parquet version and atomically points `<data_dir>/snapshot/<table>.parquet` at it, and
 appends each filtered table's new rows as an immutable part listed by an atomically replaced
 `<data_dir>/snapshot/<table>.manifest.json` (`gh_pipeline.snapshot`). Each call here resolves
-those links and manifests once, opens a private in-memory DuckDB, reads the files they name and
-closes it again: a result can be one materialisation stale, never torn, and the pipeline never
-waits.
+those links and manifests once and reads the files they name through its own cursor on a private
+in-memory DuckDB: a result can be one materialisation stale, never torn, and the pipeline never
+waits. That in-memory database locks no file; it is kept open per process and data directory
+because opening one costs more than a query (see _reader).
 
 The in-memory database is sandboxed: external access is switched off except for the snapshot
-files the call reads, and the configuration is locked, so nothing here can write a file, attach
-the warehouse or read anything else. Every value travels as a bound parameter.
+files published when it was opened, and the configuration is locked, so it cannot write a file,
+attach the warehouse or read anything else. Every value travels as a bound parameter.
 
 Time: every timestamp is UTC (`datetime64[us, UTC]` columns). `as_of` defaults to the current
 time in UTC at the moment of the call and must be timezone-aware when given. A look-back window
@@ -25,6 +26,7 @@ return an empty DataFrame with the documented columns and dtypes.
 
 import operator
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,6 +64,8 @@ MAX_COUNT = 2**63 - 1
 _TS = pd.DatetimeTZDtype(unit="us", tz="UTC")
 _T = TypeVar("_T")
 _ATTEMPTS = 3
+_SANDBOXES: dict[tuple[int, str], "_Sandbox"] = {}
+_SANDBOXES_LOCK = threading.Lock()
 
 _TRACKED_TABLES: dict[str, str] = {
     table.event_type: table.name for table in transform.FILTERED_TABLES.values()
@@ -214,8 +218,9 @@ def _snapshot_dir(data_dir: DataDir) -> Path:
         raise ValueError(
             f"data_dir must be a path, a string or None, got {type(data_dir).__name__} {data_dir!r}"
         )
-    # Absolute, because DuckDB matches the sandbox's allowed paths as strings.
-    return settings.snapshot_dir(settings.data_dir(data_dir)).absolute()
+    # Fully resolved, because DuckDB matches the sandbox's allowed directory as a string prefix
+    # of the (resolved) files a call reads.
+    return Path(os.path.realpath(settings.snapshot_dir(settings.data_dir(data_dir))))
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -223,6 +228,7 @@ def _snapshot_dir(data_dir: DataDir) -> Path:
 class _Sources:
     """The snapshot files one call reads: SQL fragments that name them only via parameters."""
 
+    directory: Path  # the snapshot directory, the only place the reader may read
     sql: str | None  # a subquery, or None when nothing is published yet
     params: dict[str, Any]
     paths: tuple[Path, ...]
@@ -251,9 +257,10 @@ def _resolved(snapshot_dir: Path, table: str) -> snapshot.Published | None:
 def _table_source(snapshot_dir: Path, table: str) -> _Sources:
     published = _resolved(snapshot_dir, table)
     if published is None:
-        return _Sources(None, {}, ())
+        return _Sources(snapshot_dir, None, {}, ())
     files = published.files
-    return _Sources("SELECT * FROM read_parquet($files)", {"files": [str(f) for f in files]}, files)
+    params = {"files": [str(f) for f in files]}
+    return _Sources(snapshot_dir, "SELECT * FROM read_parquet($files)", params, files)
 
 
 def _tracked_source(snapshot_dir: Path, event_types: Sequence[str]) -> _Sources:
@@ -280,22 +287,65 @@ def _tracked_source(snapshot_dir: Path, event_types: Sequence[str]) -> _Sources:
         params[f"type_{i}"] = event_type
         paths.extend(published.files)
     if not parts:
-        return _Sources(None, {}, ())
-    return _Sources(" UNION ALL ".join(parts), params, tuple(paths))
+        return _Sources(snapshot_dir, None, {}, ())
+    return _Sources(snapshot_dir, " UNION ALL ".join(parts), params, tuple(paths))
+
+
+@dataclass(frozen=True)
+class _Sandbox:
+    conn: duckdb.DuckDBPyConnection
+    allowed: frozenset[str]
+
+
+def _all_published(directory: Path) -> set[str]:
+    files: set[str] = set()
+    for table in _PUBLISHED_TABLES:
+        try:
+            published = _resolved(directory, table)
+        except (OSError, ValueError, KeyError):
+            # A table this call does not read must not fail it; a call that reads it says why.
+            continue
+        if published is not None:
+            files.update(str(f) for f in published.files)
+    return files
+
+
+def _new_sandbox(allowed: frozenset[str]) -> duckdb.DuckDBPyConnection:
+    conn = duckdb.connect(":memory:")
+    conn.execute("SET GLOBAL TimeZone = 'UTC'")
+    conn.execute("SET allowed_paths = $paths", {"paths": sorted(allowed)})
+    conn.execute("SET enable_external_access = false")
+    # Version and part names never repeat (the files are immutable), so a cached footer always
+    # describes the file of that name.
+    conn.execute("SET parquet_metadata_cache = true")
+    conn.execute("SET lock_configuration = true")
+    return conn
 
 
 @contextmanager
-def _reader(paths: Sequence[Path]) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A private in-memory DuckDB that may read `paths` and nothing else, and write nothing."""
-    conn = duckdb.connect(":memory:")
+def _reader(directory: Path, paths: Sequence[Path]) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A cursor on a private in-memory DuckDB that may read the published snapshot files, `paths`
+    among them, and nothing else, and write nothing.
+
+    Opening an in-memory DuckDB costs ~30 ms here, more than a query on the snapshots, so one is
+    kept per process and snapshot directory, allowing every file published when it was opened. A
+    call whose files it does not allow (the pipeline published since) opens the next one, at most
+    once per publication. An in-memory database locks no file, so keeping it open blocks no one;
+    each call gets its own cursor, so threads may share it.
+    """
+    wanted = {str(p) for p in paths}
+    key = (os.getpid(), str(directory))  # a forked child must not use its parent's engine
+    with _SANDBOXES_LOCK:
+        sandbox = _SANDBOXES.get(key)
+        if sandbox is None or not wanted <= sandbox.allowed:
+            allowed = frozenset(wanted | _all_published(directory))
+            # The replaced engine closes once the last cursor of a running call on it is closed.
+            sandbox = _SANDBOXES[key] = _Sandbox(_new_sandbox(allowed), allowed)
+        cursor = sandbox.conn.cursor()
     try:
-        conn.execute("SET TimeZone = 'UTC'")
-        conn.execute("SET allowed_paths = $paths", {"paths": [str(p) for p in paths]})
-        conn.execute("SET enable_external_access = false")
-        conn.execute("SET lock_configuration = true")
-        yield conn
+        yield cursor
     finally:
-        conn.close()
+        cursor.close()
 
 
 def _empty(columns: Mapping[str, Any]) -> pd.DataFrame:
@@ -332,7 +382,7 @@ def _run(
         resolved.append(sources)
         if sources.sql is None:
             return _empty(columns)
-        with _reader(sources.paths) as conn:
+        with _reader(sources.directory, sources.paths) as conn:
             frame = conn.execute(sql.format(source=sources.sql), {**sources.params, **params}).df()
         return _conform(frame, columns)
 
@@ -604,7 +654,7 @@ def last_updated(*, data_dir: DataDir = None) -> pd.DataFrame:
         rows = []
         # A manifest says when and how much it published; a whole-table version says it inside.
         files = [f for p in published.values() if p.published_at is None for f in p.files]
-        with _reader(files) as conn:
+        with _reader(directory, files) as conn:
             for table, entry in published.items():
                 if entry.published_at is not None and entry.rows is not None:
                     at, count = entry.published_at, entry.rows

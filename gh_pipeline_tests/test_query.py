@@ -8,6 +8,9 @@ snapshot). Expected values were worked out by hand from the fixture listing (com
 import copy
 import json
 import math
+import os
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -414,10 +417,63 @@ def test_a_read_keeps_the_version_it_resolved_while_the_table_is_republished(
     _tiny_pr_intervals(conn, "new/one", "new/two")
     snapshot.publish_table(conn, snap, "pr_intervals", published_at=T0 + timedelta(seconds=1))
     assert resolved.read_bytes() == before
-    with query._reader([resolved]) as reader:
+    with query._reader(query._snapshot_dir(tmp_path), [resolved]) as reader:
         rows = reader.execute("SELECT repo_name FROM read_parquet($p)", {"p": str(resolved)})
         assert rows.fetchall() == [("old/one",)]
     assert list(query.pr_intervals(data_dir=tmp_path)["repo_name"]) == ["new/one", "new/two"]
+
+
+def test_one_engine_serves_calls_until_a_publication_adds_files(tmp_path: Path) -> None:
+    snap = gh_settings.snapshot_dir(tmp_path)
+    conn = duckdb.connect(":memory:")
+    _tiny_pr_intervals(conn, "a/one")
+    snapshot.publish_table(conn, snap, "pr_intervals", published_at=T0)
+    key = (os.getpid(), str(query._snapshot_dir(tmp_path)))
+    assert list(query.pr_intervals(data_dir=tmp_path)["repo_name"]) == ["a/one"]
+    engine = query._SANDBOXES[key]
+    assert list(query.pr_intervals("a/one", data_dir=tmp_path)["repo_name"]) == ["a/one"]
+    assert query._SANDBOXES[key] is engine
+    _tiny_pr_intervals(conn, "b/one", "b/two")
+    snapshot.publish_table(conn, snap, "pr_intervals", published_at=T0 + timedelta(seconds=1))
+    # The new version is not on the old engine's allow-list: the call opens the next engine.
+    assert list(query.pr_intervals(data_dir=tmp_path)["repo_name"]) == ["b/one", "b/two"]
+    assert query._SANDBOXES[key] is not engine
+
+
+def test_threads_share_the_engine_while_versions_are_published(tmp_path: Path) -> None:
+    snap = gh_settings.snapshot_dir(tmp_path)
+    conn = duckdb.connect(":memory:")
+    versions = [sorted(f"v{n}/r{i}" for i in range(n + 1)) for n in range(12)]
+    _tiny_pr_intervals(conn, *versions[0])
+    snapshot.publish_table(conn, snap, "pr_intervals", published_at=T0)
+    seen: list[list[str]] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(list(query.pr_intervals(data_dir=tmp_path)["repo_name"]))
+            except BaseException as exc:  # every failure counts
+                errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for n, repos in enumerate(versions[1:], start=1):
+            _tiny_pr_intervals(conn, *repos)
+            snapshot.publish_table(conn, snap, "pr_intervals", published_at=T0 + timedelta(n))
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    # Every answer is one whole published version, and the readers saw the last one.
+    torn = [names for names in seen if names not in versions]
+    assert len(seen) > 20 and torn == []
+    assert list(query.pr_intervals(data_dir=tmp_path)["repo_name"]) == versions[-1]
 
 
 def test_superseded_versions_are_pruned_after_the_grace_period(tmp_path: Path) -> None:
@@ -452,7 +508,8 @@ def test_a_reader_whose_version_was_pruned_resolves_again(
 
     monkeypatch.setattr(snapshot, "current_version", stale_first)
     assert len(query.pr_intervals(data_dir=wh)) == 11
-    assert len(calls) == 2
+    # The first resolution was the pruned file; the call resolved pr_intervals again and read that.
+    assert calls[0] == "pr_intervals" and calls.count("pr_intervals") >= 2
 
 
 def test_a_plain_snapshot_file_from_an_older_pipeline_is_still_read(
@@ -532,11 +589,16 @@ def test_reading_changes_nothing_and_works_while_the_warehouse_is_locked(wh: Pat
 
 
 def test_reader_connection_cannot_write_or_attach(wh: Path, tmp_path: Path) -> None:
-    path = snapshot.snapshot_file(gh_settings.snapshot_dir(wh), "pr_intervals")
-    with query._reader([path]) as conn:
+    directory = query._snapshot_dir(wh)
+    path = query._published(directory, "pr_intervals")
+    assert path is not None
+    before = path.read_bytes()
+    with query._reader(directory, [path]) as conn:
         assert store.scalar(conn, "SELECT count(*) FROM read_parquet($p)", {"p": str(path)}) == 11
         attempts = [
             ("COPY (SELECT 1) TO $p (FORMAT parquet)", {"p": str(path)}),
+            ("COPY (SELECT 1) TO $p (FORMAT csv)", {"p": str(path)}),
+            ("COPY (SELECT 1) TO $p (FORMAT csv)", {"p": str(directory / "x.csv")}),
             ("COPY (SELECT 1) TO $p (FORMAT csv)", {"p": str(tmp_path / "x.csv")}),
             ("ATTACH $p", {"p": str(gh_settings.warehouse_path(wh))}),
             ("SELECT * FROM read_parquet($p)", {"p": str(gh_settings.warehouse_path(wh))}),
@@ -545,7 +607,8 @@ def test_reader_connection_cannot_write_or_attach(wh: Path, tmp_path: Path) -> N
         for sql, params in attempts:
             with pytest.raises(duckdb.Error):
                 conn.execute(sql, params).fetchall()
-    assert not (tmp_path / "x.csv").exists()
+    assert not (tmp_path / "x.csv").exists() and not (directory / "x.csv").exists()
+    assert path.read_bytes() == before
 
 
 # -- bad input -------------------------------------------------------------------------------
