@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from gh_pipeline import gharchive, landing, store
+from gh_pipeline import gharchive, landing, store, transform
 from gh_pipeline.gharchive import ArchiveDownloadError, ArchiveHour, ArchiveNotPublished
+from gh_pipeline.models import TRACKED_EVENT_TYPES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gharchive"
 HOUR_6 = ArchiveHour(datetime(2021, 7, 21, 6, tzinfo=UTC))
@@ -423,6 +424,41 @@ def test_a_fresh_hour_loads_in_one_pass_with_the_staged_result(tmp_path: Path) -
     again = gharchive.load_hour_file(c, _copy(name, tmp_path), hour, expected_lines=lines)
     assert (again.method, again.stats.new, again.stats.duplicates) == ("staged", 0, lines)
     c.close()
+
+
+def test_a_one_pass_load_is_one_step_of_seq_that_incremental_refreshes_take_whole(
+    conn, tmp_path: Path
+) -> None:
+    # The one-pass load gives its rows one shared seq (a per-row sequence would serialise the
+    # insert); what the incremental tables need is that every later load sits above it.
+    before = fixture_events("2015-01-01-1.json.gz")[:20]
+    after = fixture_events("2024-01-01-15.json.gz")[:20]
+    landed = landing.write_landing_file(tmp_path / "before.ndjson.gz", before)
+    store.load_ndjson(conn, landed, poll_id="poll-1", source="api")
+    name = "2021-07-21-9.json.gz"
+    hour = ArchiveHour.from_partition_key("2021-07-21-09:00")
+    lines = len(fixture_lines(name))
+    load = gharchive.load_hour_file(conn, _copy(name, tmp_path), hour, expected_lines=lines)
+    assert load.method == "direct" and load.stats.new == lines
+    watched = [transform.refresh_filtered(conn, t) for t in transform.FILTERED_TABLES]
+    landed = landing.write_landing_file(tmp_path / "after.ndjson.gz", after)
+    store.load_ndjson(conn, landed, poll_id="poll-2", source="api")
+    watched_later = [transform.refresh_filtered(conn, t) for t in transform.FILTERED_TABLES]
+
+    seqs = dict(
+        conn.execute(
+            "SELECT poll_id, [min(seq), max(seq)] FROM raw_events GROUP BY poll_id"
+        ).fetchall()
+    )
+    assert seqs[hour.poll_id][0] == seqs[hour.poll_id][1]  # one step
+    assert seqs["poll-1"][1] < seqs[hour.poll_id][0] < seqs["poll-2"][0]
+    # Each refresh took exactly the tracked events loaded since the one before, none twice.
+    tracked = set(TRACKED_EVENT_TYPES)
+    archive_tracked = sum(json.loads(line)["type"] in tracked for line in fixture_lines(name))
+    assert sum(watched) == archive_tracked + sum(e["type"] in tracked for e in before)
+    assert sum(watched_later) == sum(e["type"] in tracked for e in after)
+    stored = sum(store.scalar(conn, f"SELECT count(*) FROM {t}") for t in transform.FILTERED_TABLES)
+    assert stored == sum(watched) + sum(watched_later)
 
 
 def test_a_repeated_id_in_a_fresh_hour_falls_back_and_the_first_line_wins(conn, tmp_path) -> None:
