@@ -21,14 +21,20 @@ def free_port() -> int:
 
 
 def wait_for(
-    predicate: Callable[[], bool], *, timeout_s: float, what: str, poll_s: float = 1.0
+    predicate: Callable[[], bool],
+    *,
+    timeout_s: float,
+    what: str,
+    poll_s: float = 1.0,
+    describe: Callable[[], str] | None = None,
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(poll_s)
-    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+    detail = f"\n{describe()}" if describe is not None else ""
+    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}{detail}")
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from gh_pipeline.defs.jobs import POLL_JOB_NAME
 from gh_pipeline_tests.dagster_process import BIN, REPO_ROOT, base_env, free_port, running, wait_for
 from gh_pipeline_tests.fake_github import (
     FakeGitHub,
@@ -33,14 +34,16 @@ def _project_copy(tmp_path: Path) -> Path:
     return work
 
 
-def _runs(work: Path) -> list[tuple[str, str]]:
+def _runs(work: Path, job: str | None = None) -> list[tuple[str, str]]:
     db = work / "data" / "dagster_home" / "storage" / "history" / "runs.db"
     if not db.exists():
         return []
     try:
         with sqlite3.connect(db) as conn:
             rows = conn.execute(
-                "SELECT run_id, status FROM runs ORDER BY create_timestamp"
+                "SELECT run_id, status FROM runs WHERE ? IS NULL OR pipeline_name = ?"
+                " ORDER BY create_timestamp",
+                (job, job),
             ).fetchall()
     except sqlite3.OperationalError:  # the schema is still being created
         return []
@@ -48,7 +51,15 @@ def _runs(work: Path) -> list[tuple[str, str]]:
 
 
 def _successes(work: Path) -> int:
-    return sum(status == "SUCCESS" for _, status in _runs(work))
+    # Poll runs only: a scheduled quality-check run that happens to finish in between must not
+    # count as the poll that stores the events pushed meanwhile.
+    return sum(status == "SUCCESS" for _, status in _runs(work, POLL_JOB_NAME))
+
+
+def _progress(work: Path, log: Path) -> str:
+    """What a timeout should show: every run with its job and status, and the log's tail."""
+    tail = log.read_text(encoding="utf-8", errors="replace")[-4000:] if log.exists() else ""
+    return f"runs: {_runs(work)}\npoll runs: {_runs(work, POLL_JOB_NAME)}\n{tail}"
 
 
 def test_dagster_dev_polls_unattended_and_survives_restart(tmp_path: Path) -> None:
@@ -71,9 +82,19 @@ def test_dagster_dev_polls_unattended_and_survives_restart(tmp_path: Path) -> No
         args = [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(port)]
         log = tmp_path / "dagster-dev.log"
         with running(args, cwd=work, env=env, log=log):
-            wait_for(lambda: _successes(work) >= 1, timeout_s=240, what="the first poll run")
+            wait_for(
+                lambda: _successes(work) >= 1,
+                timeout_s=240,
+                what="the first poll run",
+                describe=lambda: _progress(work, log),
+            )
             fake.push(later)
-            wait_for(lambda: _successes(work) >= 2, timeout_s=120, what="a second poll run")
+            wait_for(
+                lambda: _successes(work) >= 2,
+                timeout_s=120,
+                what="a second poll run",
+                describe=lambda: _progress(work, log),
+            )
         first_session = _runs(work)
         statuses = [status for _, status in first_session]
         assert "FAILURE" not in statuses, log.read_text(encoding="utf-8")[-3000:]
@@ -83,11 +104,13 @@ def test_dagster_dev_polls_unattended_and_survives_restart(tmp_path: Path) -> No
         assert warehouse.exists()
         assert not list(work.glob(".tmp_dagster_home_*/storage"))
 
+        polls_before = _successes(work)
         with running(args, cwd=work, env=env, log=log):
             wait_for(
-                lambda: _successes(work) > len(first_session),
+                lambda: _successes(work) > polls_before,
                 timeout_s=240,
                 what="a poll after restart",
+                describe=lambda: _progress(work, log),
             )
         after = _runs(work)
         # History survived the restart: the same runs, and what had succeeded still has.
