@@ -67,6 +67,15 @@ _ATTEMPTS = 3
 _SANDBOXES: dict[tuple[int, str], "_Sandbox"] = {}
 _SANDBOXES_LOCK = threading.Lock()
 
+
+def _reset_lock_in_child() -> None:
+    # A fork while another thread held the lock would leave the child's copy locked for good.
+    global _SANDBOXES_LOCK
+    _SANDBOXES_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_lock_in_child)
+
 _TRACKED_TABLES: dict[str, str] = {
     table.event_type: table.name for table in transform.FILTERED_TABLES.values()
 }

@@ -9,6 +9,8 @@ import copy
 import json
 import math
 import os
+import select
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -474,6 +476,47 @@ def test_threads_share_the_engine_while_versions_are_published(tmp_path: Path) -
     torn = [names for names in seen if names not in versions]
     assert len(seen) > 20 and torn == []
     assert list(query.pr_intervals(data_dir=tmp_path)["repo_name"]) == versions[-1]
+
+
+def test_a_forked_child_opens_its_own_engine(tmp_path: Path) -> None:
+    # Notebooks fork (multiprocessing): the child must not use the parent's DuckDB, whose
+    # threads it does not have, and must not find the engines' lock held.
+    snap = gh_settings.snapshot_dir(tmp_path)
+    conn = duckdb.connect(":memory:")
+    _tiny_pr_intervals(conn, "a/one", "a/two")
+    snapshot.publish_table(conn, snap, "pr_intervals", published_at=T0)
+    assert len(query.pr_intervals(data_dir=tmp_path)) == 2
+    parent_key = (os.getpid(), str(query._snapshot_dir(tmp_path)))
+    parent_engine = query._SANDBOXES[parent_key]
+    read, write = os.pipe()
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with query._SANDBOXES_LOCK:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    held.wait()
+    pid = os.fork()  # while another thread holds the lock; the child has no such thread
+    if pid == 0:  # the child: report and leave without running the parent's cleanup
+        try:
+            names = list(query.pr_intervals(data_dir=tmp_path)["repo_name"])
+            own = query._SANDBOXES[(os.getpid(), parent_key[1])] is not parent_engine
+            os.write(write, json.dumps({"names": names, "own": own}).encode())
+        finally:
+            os._exit(0)
+    release.set()
+    holder.join()
+    os.close(write)
+    ready, _, _ = select.select([read], [], [], 60)
+    if not ready:  # the child hangs: end it so the test fails instead of hanging too
+        os.kill(pid, signal.SIGKILL)
+    with os.fdopen(read, "rb") as pipe:
+        report = json.loads(pipe.read() or b"null") if ready else None
+    os.waitpid(pid, 0)
+    assert report == {"names": ["a/one", "a/two"], "own": True}
 
 
 def test_superseded_versions_are_pruned_after_the_grace_period(tmp_path: Path) -> None:
