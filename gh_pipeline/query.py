@@ -227,8 +227,8 @@ def _snapshot_dir(data_dir: DataDir) -> Path:
         raise ValueError(
             f"data_dir must be a path, a string or None, got {type(data_dir).__name__} {data_dir!r}"
         )
-    # Fully resolved, because DuckDB matches the sandbox's allowed directory as a string prefix
-    # of the (resolved) files a call reads.
+    # Fully resolved: every spelling of one directory (relative, through a symlink) then shares
+    # one cached engine (_reader), whose allow-list holds resolved file names.
     return Path(os.path.realpath(settings.snapshot_dir(settings.data_dir(data_dir))))
 
 
@@ -237,7 +237,7 @@ def _snapshot_dir(data_dir: DataDir) -> Path:
 class _Sources:
     """The snapshot files one call reads: SQL fragments that name them only via parameters."""
 
-    directory: Path  # the snapshot directory, the only place the reader may read
+    directory: Path  # the snapshot directory the files were resolved in (keys the engine)
     sql: str | None  # a subquery, or None when nothing is published yet
     params: dict[str, Any]
     paths: tuple[Path, ...]
