@@ -472,6 +472,16 @@ def _rebuild_event_counts(conn: duckdb.DuckDBPyConnection, *, as_of: datetime) -
     )
 
 
+def refresh_all(conn: duckdb.DuckDBPyConnection, *, as_of: datetime) -> None:
+    """One tick's incremental path in one call, in the order the assets run: the new raw events
+    into the filtered tables, then every metric table (the twin of rebuild_all)."""
+    for name in transform.FILTERED_TABLES:
+        transform.refresh_filtered(conn, name)
+    refresh_pr_intervals(conn)
+    refresh_repo_pr_counts(conn)
+    refresh_event_counts(conn, as_of=as_of)
+
+
 # --- full rebuild --------------------------------------------------------------------------
 
 

@@ -38,14 +38,6 @@ BAD_LINES = ("{not json at all\n", '{"id": "bad-%d", "type": "PushEvent", "creat
 # -- worker ---------------------------------------------------------------------------------
 
 
-def _tick(conn: duckdb.DuckDBPyConnection) -> None:
-    for name in transform.FILTERED_TABLES:
-        transform.refresh_filtered(conn, name)
-    metrics.refresh_pr_intervals(conn)
-    metrics.refresh_repo_pr_counts(conn)
-    metrics.refresh_event_counts(conn, as_of=AS_OF)
-
-
 def worker(mode: str, data_dir: Path, seed: int) -> None:
     if mode == "rebuild":
         print("ready", flush=True)
@@ -60,8 +52,8 @@ def worker(mode: str, data_dir: Path, seed: int) -> None:
         for i, path in enumerate(files):
             store.load_ndjson(conn, path, poll_id=path.name.split(".")[0], source="api")
             if i % 2 == 1:
-                _tick(conn)
-        _tick(conn)
+                metrics.refresh_all(conn, as_of=AS_OF)
+        metrics.refresh_all(conn, as_of=AS_OF)
         conn.close()
     print("done", flush=True)
 

@@ -205,11 +205,7 @@ def test_incremental_equals_full_recomputation(tmp_path: Path, seed: int):
                 f"event_counts at tick {n} (as_of {as_of.isoformat()})"
             )
     final_as_of = batches[-1][0] + timedelta(minutes=1)
-    for name in transform.FILTERED_TABLES:
-        transform.refresh_filtered(a, name)
-    metrics.refresh_pr_intervals(a)
-    metrics.refresh_repo_pr_counts(a)
-    metrics.refresh_event_counts(a, as_of=final_as_of)
+    metrics.refresh_all(a, as_of=final_as_of)
 
     b = store.connect(tmp_path / "full.duckdb")
     store.ensure_schema(b)

@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from gh_pipeline import metrics, store, transform
+from gh_pipeline import metrics, store
 from gh_pipeline_tests.fake_github import load_recorded
 
 DUCKDB_FEED = "repo-events-duckdb-2023-page01.json"
@@ -40,11 +40,7 @@ def _tick(
 ) -> None:
     path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
     store.load_ndjson(conn, path, poll_id=path.stem, source="api")
-    for name in transform.FILTERED_TABLES:
-        transform.refresh_filtered(conn, name)
-    metrics.refresh_pr_intervals(conn)
-    metrics.refresh_repo_pr_counts(conn)
-    metrics.refresh_event_counts(conn, as_of=as_of)
+    metrics.refresh_all(conn, as_of=as_of)
 
 
 def _pr_row(conn: duckdb.DuckDBPyConnection, repo: str) -> tuple[Any, ...]:

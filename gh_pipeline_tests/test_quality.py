@@ -48,14 +48,6 @@ def _load(conn: duckdb.DuckDBPyConnection, tmp: Path, name: str, events: list[An
     store.load_ndjson(conn, path, poll_id=name, source="api")
 
 
-def _build_metrics(conn: duckdb.DuckDBPyConnection, *, as_of: datetime) -> None:
-    for name in transform.FILTERED_TABLES:
-        transform.refresh_filtered(conn, name)
-    metrics.refresh_pr_intervals(conn)
-    metrics.refresh_repo_pr_counts(conn)
-    metrics.refresh_event_counts(conn, as_of=as_of)
-
-
 # -- ids, types, timestamps -------------------------------------------------------------------
 
 
@@ -281,7 +273,7 @@ def test_profile_skips_events_whose_raw_json_was_pruned(conn, tmp_path):
 
 def test_metric_tables_built_by_the_pipeline_pass(conn, tmp_path):
     _load(conn, tmp_path, "p1", _real_events())
-    _build_metrics(conn, as_of=DUCKDB_FEED_AS_OF)
+    metrics.refresh_all(conn, as_of=DUCKDB_FEED_AS_OF)
     # The windows really count something, or the recount would compare zeros with zeros.
     assert store.scalar(conn, "SELECT sum(event_count) FROM event_counts") > 0
     assert store.scalar(conn, "SELECT count(*) FROM pr_intervals WHERE avg_interval_s > 0") > 0
@@ -350,7 +342,7 @@ def test_metric_tables_built_by_the_pipeline_pass(conn, tmp_path):
 )
 def test_broken_metric_tables_are_errors(conn, tmp_path, tamper, check, problem):
     _load(conn, tmp_path, "p1", _real_events())
-    _build_metrics(conn, as_of=DUCKDB_FEED_AS_OF)
+    metrics.refresh_all(conn, as_of=DUCKDB_FEED_AS_OF)
     conn.execute(tamper)
     finding = check(conn)
     assert not finding.passed
@@ -377,7 +369,7 @@ def test_quality_job_reports_every_check_in_dagster(data_dir, tmp_path):
     store.ensure_schema(conn)
     transform.ensure_filtered_schema(conn)
     _load(conn, tmp_path, "p1", _real_events())
-    _build_metrics(conn, as_of=DUCKDB_FEED_AS_OF)
+    metrics.refresh_all(conn, as_of=DUCKDB_FEED_AS_OF)
     conn.close()
 
     from gh_pipeline.definitions import defs

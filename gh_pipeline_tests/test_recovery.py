@@ -58,14 +58,6 @@ def _poll(fake: FakeGitHub, conn: duckdb.DuckDBPyConnection, data_dir: Path, pol
         )
 
 
-def _refresh(conn: duckdb.DuckDBPyConnection) -> None:
-    for name in transform.FILTERED_TABLES:
-        transform.refresh_filtered(conn, name)
-    metrics.refresh_pr_intervals(conn)
-    metrics.refresh_repo_pr_counts(conn)
-    metrics.refresh_event_counts(conn, as_of=AS_OF)
-
-
 @pytest.fixture
 def polled(data_dir: Path) -> Iterator[dict[str, Any]]:
     """A warehouse filled the way the pipeline fills it: four polls of a growing feed (one answered
@@ -77,15 +69,15 @@ def polled(data_dir: Path) -> Iterator[dict[str, Any]]:
     received = []
     with FakeGitHub(oldest, poll_interval=60) as fake:
         received.append(_poll(fake, conn, data_dir, "poll-1").received)
-        _refresh(conn)
+        metrics.refresh_all(conn, as_of=AS_OF)
         fake.push(middle)
         received.append(_poll(fake, conn, data_dir, "poll-2").received)
-        _refresh(conn)
+        metrics.refresh_all(conn, as_of=AS_OF)
         fake.push([bad, *newest])
         received.append(_poll(fake, conn, data_dir, "poll-3").received)
-        _refresh(conn)
+        metrics.refresh_all(conn, as_of=AS_OF)
         not_modified = _poll(fake, conn, data_dir, "poll-4")
-        _refresh(conn)
+        metrics.refresh_all(conn, as_of=AS_OF)
     assert not_modified.etag_matched and not_modified.landing_file is None
     assert store.scalar(conn, "SELECT count(*) FROM raw_events") == 255
     assert store.scalar(conn, "SELECT count(*) FROM rejected_events") == 1
@@ -325,7 +317,7 @@ def test_rebuild_downloads_the_archive_hours_again_in_their_original_order(
     with FakeGitHub(feed, poll_interval=60) as fake:
         _poll(fake, conn, data_dir, "poll-1")
     _load_hour(conn, archive_server, data_dir, 8)
-    _refresh(conn)
+    metrics.refresh_all(conn, as_of=AS_OF)
     sources = dict(conn.execute("SELECT source, count(*) FROM raw_events GROUP BY 1").fetchall())
     conn.close()
     assert sources == {"gharchive": 400, "api": 60}

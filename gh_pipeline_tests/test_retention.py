@@ -44,11 +44,7 @@ def polled(data_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
                 ingest.poll_once(
                     client=client, conn=conn, data_dir=data_dir, poll_id=f"p{i}", sleep=_no_sleep
                 )
-    for name in transform.FILTERED_TABLES:
-        transform.refresh_filtered(conn, name)
-    metrics.refresh_pr_intervals(conn)
-    metrics.refresh_repo_pr_counts(conn)
-    metrics.refresh_event_counts(conn, as_of=AS_OF)
+    metrics.refresh_all(conn, as_of=AS_OF)
     yield conn
     conn.close()
 
