@@ -10,6 +10,7 @@ Run it for a demo (re-dates real events to now and adds a few every poll interva
 import argparse
 import copy
 import functools
+import gzip
 import hashlib
 import json
 import threading
@@ -39,6 +40,16 @@ def recorded_2019_feed() -> list[dict[str, Any]]:
         for event in load_recorded(path.name):
             seen.setdefault(event["id"], event)
     return sorted(seen.values(), key=lambda e: e["created_at"], reverse=True)
+
+
+def archive_fixture_events() -> list[dict[str, Any]]:
+    """Every event line of the recorded GH Archive hours in fixtures/gharchive, file by file in
+    name order, repeats included (an hour can hold the same id twice)."""
+    events: list[dict[str, Any]] = []
+    for path in sorted((FIXTURES / "gharchive").glob("*.json.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            events.extend(json.loads(line) for line in handle if line.strip())
+    return events
 
 
 def trim_event(event: dict[str, Any]) -> dict[str, Any]:

@@ -25,9 +25,9 @@ from typing import Any
 import duckdb
 
 from gh_pipeline import landing, metrics, quality, recovery, settings, store, transform
+from gh_pipeline_tests.fake_github import archive_fixture_events
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).parent / "fixtures"
 AS_OF = datetime(2021, 7, 21, 10, 0, tzinfo=UTC)
 ROUNDS = 20
 FILES_PER_ROUND = 3
@@ -63,11 +63,8 @@ def worker(mode: str, data_dir: Path, seed: int) -> None:
 
 def _real_events() -> list[dict[str, Any]]:
     events: dict[str, dict[str, Any]] = {}
-    for path in sorted((FIXTURES / "gharchive").glob("*.json.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                event = json.loads(line)
-                events.setdefault(str(event["id"]), event)
+    for event in archive_fixture_events():
+        events.setdefault(str(event["id"]), event)
     return list(events.values())
 
 

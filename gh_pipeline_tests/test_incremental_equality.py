@@ -8,7 +8,6 @@ the full-rebuild path. Both are also checked against a plain-Python reading of t
 """
 
 import copy
-import gzip
 import itertools
 import json
 import random
@@ -22,22 +21,14 @@ import pytest
 
 from gh_pipeline import metrics, store, transform
 from gh_pipeline.models import EVENT_COUNT_WINDOWS_MIN, TRACKED_EVENT_TYPES
-from gh_pipeline_tests.fake_github import FIXTURES, recorded_2019_feed
+from gh_pipeline_tests.fake_github import archive_fixture_events, recorded_2019_feed
 
 REPOS = ["octo/alpha", "octo/beta", "gamma/gamma", "d'quote/repo;x", "ünï/cödé", "solo/one"]
 BASE = datetime(2024, 3, 10, 8, 0, tzinfo=UTC)
 SPAN_S = 30 * 3600
 
 
-def _templates() -> list[dict[str, Any]]:
-    events = recorded_2019_feed()
-    for path in sorted((FIXTURES / "gharchive").glob("*.json.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            events.extend(json.loads(line) for line in handle if line.strip())
-    return events
-
-
-TEMPLATES = _templates()
+TEMPLATES = recorded_2019_feed() + archive_fixture_events()
 TRACKED = [e for e in TEMPLATES if e["type"] in TRACKED_EVENT_TYPES]
 UNTRACKED = [e for e in TEMPLATES if e["type"] not in TRACKED_EVENT_TYPES]
 

@@ -2,7 +2,6 @@
 fails, with the right severity and details, on data broken the way it breaks in practice."""
 
 import copy
-import gzip
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ from gh_pipeline.github_client import GitHubEventsClient
 from gh_pipeline_tests.fake_github import (
     FakeGitHub,
     Fault,
+    archive_fixture_events,
     load_recorded,
     recorded_2019_feed,
     trim_event,
@@ -76,11 +76,7 @@ def test_duplicates_in_a_table_without_its_primary_key_are_an_error(conn, tmp_pa
 
 
 def test_every_real_event_type_is_known_and_a_new_one_warns(conn, tmp_path):
-    archive = Path(__file__).parent / "fixtures" / "gharchive"
-    events = []
-    for path in sorted(archive.glob("*.json.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            events += [json.loads(line) for line in fh]
+    events = archive_fixture_events()
     _load(conn, tmp_path, "archive", events)
     finding = quality.check_event_types(conn)
     assert finding.passed, finding.summary

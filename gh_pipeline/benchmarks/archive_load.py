@@ -49,7 +49,6 @@ import duckdb
 
 from gh_pipeline import gharchive, settings, store
 
-FIXTURES = Path(__file__).resolve().parents[2] / "gh_pipeline_tests" / "fixtures" / "gharchive"
 GENERATOR_VERSION = 1
 DEFAULT_EVENTS = 120_000
 HOUR = datetime(2025, 11, 3, 14, tzinfo=UTC)
@@ -77,27 +76,26 @@ def _trim(event: dict[str, Any]) -> dict[str, Any]:
 
 def load_templates() -> list[str]:
     """Every recorded GH Archive event as JSON text with placeholders for what each copy changes."""
+    # Imported lazily: the test package is a development dependency of this command only.
+    from gh_pipeline_tests.fake_github import archive_fixture_events
+
     templates = []
-    for path in sorted(FIXTURES.glob("*.json.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            for line in handle:
-                if not line.strip():
-                    continue
-                event = copy.deepcopy(_trim(json.loads(line)))
-                event["id"] = _ID
-                event["created_at"] = _TS
-                event["repo"] = {
-                    "id": _REPO_ID,
-                    "name": _REPO,
-                    "url": f"https://api.github.com/repos/{_REPO}",
-                }
-                actor = event.get("actor") or {}
-                actor["login"] = _ACTOR
-                if "display_login" in actor:
-                    actor["display_login"] = _ACTOR
-                event["actor"] = actor
-                text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-                templates.append(text.replace(f'"{_REPO_ID}"', _REPO_ID))
+    for recorded in archive_fixture_events():
+        event = copy.deepcopy(_trim(recorded))
+        event["id"] = _ID
+        event["created_at"] = _TS
+        event["repo"] = {
+            "id": _REPO_ID,
+            "name": _REPO,
+            "url": f"https://api.github.com/repos/{_REPO}",
+        }
+        actor = event.get("actor") or {}
+        actor["login"] = _ACTOR
+        if "display_login" in actor:
+            actor["display_login"] = _ACTOR
+        event["actor"] = actor
+        text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        templates.append(text.replace(f'"{_REPO_ID}"', _REPO_ID))
     return templates
 
 

@@ -17,7 +17,6 @@ what the data needs with no free blocks. Figures go to stdout and <data_dir>/ben
 
 import argparse
 import copy
-import gzip
 import json
 import platform
 import shutil
@@ -36,6 +35,9 @@ FIRST_EVENT_ID = 40_000_000_000
 
 
 def real_events() -> list[dict[str, Any]]:
+    # Imported lazily: the test package is a development dependency of this command only.
+    from gh_pipeline_tests.fake_github import archive_fixture_events
+
     seen: dict[str, dict[str, Any]] = {}
     for path in sorted((FIXTURES / "api").glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -44,11 +46,8 @@ def real_events() -> list[dict[str, Any]]:
             for e in events:
                 if isinstance(e, dict) and "id" in e and "type" in e:
                     seen.setdefault(str(e["id"]), e)
-    for path in sorted((FIXTURES / "gharchive").glob("*.json.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                e = json.loads(line)
-                seen.setdefault(str(e["id"]), e)
+    for e in archive_fixture_events():
+        seen.setdefault(str(e["id"]), e)
     return list(seen.values())
 
 

@@ -25,7 +25,6 @@ printed as a table and written to <data_dir>/benchmarks/tick.json.
 
 import argparse
 import copy
-import gzip
 import json
 import os
 import platform
@@ -73,13 +72,12 @@ def _trim(event: dict[str, Any]) -> dict[str, Any]:
 
 def load_templates() -> list[dict[str, Any]]:
     """Every distinct recorded event of the public feed in fixtures, in today's trimmed shape."""
+    # Imported lazily: the test package is a development dependency of this command only.
+    from gh_pipeline_tests.fake_github import archive_fixture_events
+
     events: dict[str, dict[str, Any]] = {}
-    for path in sorted((FIXTURES / "gharchive").glob("*.json.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    event = json.loads(line)
-                    events.setdefault(str(event["id"]), event)
+    for event in archive_fixture_events():
+        events.setdefault(str(event["id"]), event)
     for path in sorted((FIXTURES / "api").glob("events-2019-10-21-page*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         for event in data["events"] if isinstance(data, dict) else data:
