@@ -6,8 +6,6 @@ manifest must hold is derived from the input events, never from what the code wr
 """
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +15,7 @@ import duckdb
 import pytest
 
 from gh_pipeline import query, settings, snapshot, store, transform
+from gh_pipeline_tests.query_reader import reader_process
 from gh_pipeline_tests.test_query import fixture_events
 
 WATCH = transform.WATCH_EVENTS
@@ -205,34 +204,6 @@ def test_a_whole_table_snapshot_of_an_older_pipeline_is_replaced(pipeline: Pipel
     assert manifest["rows"] == len(ids)
 
 
-READER = r"""
-import json, sys, time, traceback
-from pathlib import Path
-from gh_pipeline import query
-
-data_dir, stop_file = sys.argv[1], Path(sys.argv[2])
-errors, calls, states, max_events = [], 0, set(), 0
-print("ready", flush=True)
-while not stop_file.exists():
-    try:
-        published = query.last_updated(data_dir=data_dir)
-        states.add(tuple(published["published_at"].astype(str)))
-        events = query.events(data_dir=data_dir)
-        if len(events) < max_events:
-            errors.append(f"events went from {max_events} to {len(events)}")
-        max_events = max(max_events, len(events))
-        if events["event_id"].duplicated().any():
-            errors.append("duplicate event ids in one read")
-        query.event_counts(1440, data_dir=data_dir)
-        query.top_repos(days=None, data_dir=data_dir)
-        calls += 4
-    except Exception:
-        errors.append(traceback.format_exc(limit=3))
-print(json.dumps({"errors": errors, "calls": calls, "states": len(states),
-                  "max_events": max_events}), flush=True)
-"""
-
-
 def test_a_reader_in_another_process_never_errors_while_tables_are_republished(
     pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -241,25 +212,11 @@ def test_a_reader_in_another_process_never_errors_while_tables_are_republished(
     monkeypatch.setattr(snapshot, "SUPERSEDED_GRACE", timedelta(seconds=1))
     events = fixture_events()
     stop_file = tmp_path / "stop-reader"
-    reader = subprocess.Popen(
-        [sys.executable, "-c", READER, str(pipeline.data_dir), str(stop_file)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-    )
-    try:
-        assert reader.stdout is not None
-        assert reader.stdout.readline().strip() == "ready"
+    with reader_process(pipeline.data_dir, stop_file, pause_s=0) as report:
         for batch in _batches(events, 25):
             pipeline.load(batch)
             for table in transform.FILTERED_TABLES:
                 pipeline.publish(table, at=datetime.now(UTC))
-    finally:
-        stop_file.touch()
-        out, err = reader.communicate(timeout=120)
-    report = json.loads(out.strip().splitlines()[-1])
-    assert reader.returncode == 0, err
     assert report["errors"] == []
     assert report["calls"] > 0 and report["states"] >= 2
     types = {t.event_type for t in transform.FILTERED_TABLES.values()}
