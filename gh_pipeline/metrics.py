@@ -254,17 +254,27 @@ def _pending(
 # --- pr_intervals --------------------------------------------------------------------------
 
 
-def _rebuild_pr_intervals(conn: duckdb.DuckDBPyConnection) -> None:
+def _rebuild_from_pull_requests(
+    conn: duckdb.DuckDBPyConnection, target: str, *tables: tuple[str, str, str]
+) -> None:
+    """Recreate each (table, DDL, fill SQL) from all of pull_request_events and record that
+    `target` has folded in everything up to its newest row."""
     upto = transform.max_seq(conn, PULL_REQUEST_EVENTS) or 0
-    for table, ddl, sql in (
-        (PR_INTERVALS, _PR_INTERVALS_DDL, _PR_INTERVALS_FULL_SQL),
-        (PR_OPENED_TIMES, _PR_OPENED_TIMES_DDL, _PR_OPENED_TIMES_FULL_SQL),
-    ):
+    for table, ddl, sql in tables:
         conn.execute(f"DROP TABLE IF EXISTS {table}")
         conn.execute(ddl)
         conn.execute(sql)
-    transform.clear_watermarks(conn, PR_INTERVALS)
-    transform.set_watermark(conn, PR_INTERVALS, PULL_REQUEST_EVENTS, upto)
+    transform.clear_watermarks(conn, target)
+    transform.set_watermark(conn, target, PULL_REQUEST_EVENTS, upto)
+
+
+def _rebuild_pr_intervals(conn: duckdb.DuckDBPyConnection) -> None:
+    _rebuild_from_pull_requests(
+        conn,
+        PR_INTERVALS,
+        (PR_INTERVALS, _PR_INTERVALS_DDL, _PR_INTERVALS_FULL_SQL),
+        (PR_OPENED_TIMES, _PR_OPENED_TIMES_DDL, _PR_OPENED_TIMES_FULL_SQL),
+    )
 
 
 def _fold_pr_intervals(conn: duckdb.DuckDBPyConnection, after: int, upto: int) -> int:
@@ -296,12 +306,9 @@ def refresh_pr_intervals(conn: duckdb.DuckDBPyConnection) -> int:
 
 
 def _rebuild_repo_pr_counts(conn: duckdb.DuckDBPyConnection) -> None:
-    upto = transform.max_seq(conn, PULL_REQUEST_EVENTS) or 0
-    conn.execute(f"DROP TABLE IF EXISTS {REPO_PR_COUNTS}")
-    conn.execute(_REPO_PR_COUNTS_DDL)
-    conn.execute(_REPO_PR_COUNTS_FULL_SQL)
-    transform.clear_watermarks(conn, REPO_PR_COUNTS)
-    transform.set_watermark(conn, REPO_PR_COUNTS, PULL_REQUEST_EVENTS, upto)
+    _rebuild_from_pull_requests(
+        conn, REPO_PR_COUNTS, (REPO_PR_COUNTS, _REPO_PR_COUNTS_DDL, _REPO_PR_COUNTS_FULL_SQL)
+    )
 
 
 def refresh_repo_pr_counts(conn: duckdb.DuckDBPyConnection) -> int:
