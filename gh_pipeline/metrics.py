@@ -18,7 +18,7 @@ depend on the order rows were folded in: incremental maintenance equals the full
 (`rebuild_metrics`) bit for bit, which gh_pipeline_tests/test_incremental_equality.py checks.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -277,7 +277,7 @@ def _rebuild_pr_intervals(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _fold_pr_intervals(conn: duckdb.DuckDBPyConnection, after: int, upto: int) -> int:
+def _fold_pr_intervals(conn: duckdb.DuckDBPyConnection, after: int, upto: int) -> None:
     conn.execute(_NEW_OPENED_SQL, {"after": after, "upto": upto})
     rows = conn.execute(_MERGE_OPENED_SQL).fetchall()
     conn.execute("DROP TABLE _new_opened")
@@ -287,19 +287,31 @@ def _fold_pr_intervals(conn: duckdb.DuckDBPyConnection, after: int, upto: int) -
         params = {name: list(col) for name, col in zip((*names, "p90"), columns, strict=True)}
         conn.execute(_UPSERT_PR_INTERVALS_SQL, params)
     transform.set_watermark(conn, PR_INTERVALS, PULL_REQUEST_EVENTS, upto)
-    return len(rows)
+
+
+def _refresh_from_pull_requests(
+    conn: duckdb.DuckDBPyConnection,
+    target: str,
+    rebuild: Callable[[duckdb.DuckDBPyConnection], None],
+    fold: Callable[[duckdb.DuckDBPyConnection, int, int], None],
+) -> int:
+    """In one transaction, fold the pull_request_events rows above `target`'s watermark into it
+    (or rebuild it when it has no incremental state); returns `target`'s row count."""
+    transform.ensure_filtered_schema(conn)
+    with transaction(conn):
+        pending = _pending(conn, target, PULL_REQUEST_EVENTS)
+        if pending == REBUILD:
+            rebuild(conn)
+        elif isinstance(pending, tuple):
+            fold(conn, *pending)
+    return _count(conn, target)
 
 
 def refresh_pr_intervals(conn: duckdb.DuckDBPyConnection) -> int:
     """Fold new opened pull requests into `pr_intervals`; returns the table's row count."""
-    transform.ensure_filtered_schema(conn)
-    with transaction(conn):
-        pending = _pending(conn, PR_INTERVALS, PULL_REQUEST_EVENTS)
-        if pending == REBUILD:
-            _rebuild_pr_intervals(conn)
-        elif isinstance(pending, tuple):
-            _fold_pr_intervals(conn, *pending)
-    return _count(conn, PR_INTERVALS)
+    return _refresh_from_pull_requests(
+        conn, PR_INTERVALS, _rebuild_pr_intervals, _fold_pr_intervals
+    )
 
 
 # --- repo_pr_counts ------------------------------------------------------------------------
@@ -311,18 +323,16 @@ def _rebuild_repo_pr_counts(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _fold_repo_pr_counts(conn: duckdb.DuckDBPyConnection, after: int, upto: int) -> None:
+    conn.execute(_ADD_REPO_PR_COUNTS_SQL, {"after": after, "upto": upto})
+    transform.set_watermark(conn, REPO_PR_COUNTS, PULL_REQUEST_EVENTS, upto)
+
+
 def refresh_repo_pr_counts(conn: duckdb.DuckDBPyConnection) -> int:
     """Add the new pull-request events to their repositories' counts; returns the row count."""
-    transform.ensure_filtered_schema(conn)
-    with transaction(conn):
-        pending = _pending(conn, REPO_PR_COUNTS, PULL_REQUEST_EVENTS)
-        if pending == REBUILD:
-            _rebuild_repo_pr_counts(conn)
-        elif isinstance(pending, tuple):
-            after, upto = pending
-            conn.execute(_ADD_REPO_PR_COUNTS_SQL, {"after": after, "upto": upto})
-            transform.set_watermark(conn, REPO_PR_COUNTS, PULL_REQUEST_EVENTS, upto)
-    return _count(conn, REPO_PR_COUNTS)
+    return _refresh_from_pull_requests(
+        conn, REPO_PR_COUNTS, _rebuild_repo_pr_counts, _fold_repo_pr_counts
+    )
 
 
 # --- event_counts --------------------------------------------------------------------------
