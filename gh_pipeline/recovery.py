@@ -398,8 +398,7 @@ def build_warehouse(
     conn = store.connect(target)
     client = gharchive.make_client() if plan.archive_hours else None
     try:
-        store.ensure_schema(conn)
-        transform.ensure_filtered_schema(conn)
+        transform.ensure_warehouse_schema(conn)
         for i, item in enumerate(plan.items):
             # One transaction per file or hour, as when it was first loaded.
             if isinstance(item, LandingFile):

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from gh_pipeline.store import scalar
+from gh_pipeline.store import ensure_schema, scalar
 
 WATCH_EVENTS = "watch_events"
 PULL_REQUEST_EVENTS = "pull_request_events"
@@ -151,6 +151,13 @@ def ensure_filtered_schema(conn: duckdb.DuckDBPyConnection) -> None:
     ensure_watermarks(conn)
     for table in FILTERED_TABLES.values():
         conn.execute(_ddl(table))
+
+
+def ensure_warehouse_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    """Every table the pipeline's steps expect on opening the warehouse: raw_events and its
+    bookkeeping (gh_pipeline.store), the watermarks and the filtered tables."""
+    ensure_schema(conn)
+    ensure_filtered_schema(conn)
 
 
 def refresh_filtered(conn: duckdb.DuckDBPyConnection, name: str) -> int:

@@ -164,8 +164,7 @@ def _warehouse_with(tmp_path: Path, events: list[dict[str, Any]]) -> duckdb.Duck
     with gzip.open(landing, "wt", encoding="utf-8") as out:
         out.writelines(json.dumps(e) + "\n" for e in events)
     conn = store.connect(tmp_path / "warehouse.duckdb")
-    store.ensure_schema(conn)
-    transform.ensure_filtered_schema(conn)
+    transform.ensure_warehouse_schema(conn)
     store.load_ndjson(conn, landing, poll_id="fixture", source="fixture")
     for table in transform.FILTERED_TABLES:
         transform.refresh_filtered(conn, table)

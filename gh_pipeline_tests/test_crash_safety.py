@@ -44,8 +44,7 @@ def worker(mode: str, data_dir: Path, seed: int) -> None:
         recovery.rebuild(data_dir, as_of=AS_OF, publish=False)
     else:
         conn = store.connect(settings.warehouse_path(data_dir))
-        store.ensure_schema(conn)
-        transform.ensure_filtered_schema(conn)
+        transform.ensure_warehouse_schema(conn)
         print("ready", flush=True)
         files = landing.list_landing_files(settings.landing_dir(data_dir))
         random.Random(seed).shuffle(files)
@@ -106,8 +105,7 @@ def _check_invariants(
     # The warehouse opens (DuckDB replays or discards its WAL here).
     conn = duckdb.connect(str(settings.warehouse_path(data_dir)))
     try:
-        store.ensure_schema(conn)
-        transform.ensure_filtered_schema(conn)
+        transform.ensure_warehouse_schema(conn)
         raw = conn.execute("SELECT count(*), count(DISTINCT event_id) FROM raw_events").fetchall()
         assert raw[0][0] == raw[0][1], "an event id is stored twice"
         per_poll = dict(

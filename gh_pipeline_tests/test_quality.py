@@ -362,8 +362,7 @@ def _evaluations(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
 
 def test_quality_job_reports_every_check_in_dagster(data_dir, tmp_path):
     conn = store.connect(settings.warehouse_path(data_dir))
-    store.ensure_schema(conn)
-    transform.ensure_filtered_schema(conn)
+    transform.ensure_warehouse_schema(conn)
     _load(conn, tmp_path, "p1", _real_events())
     metrics.refresh_all(conn, as_of=DUCKDB_FEED_AS_OF)
     conn.close()

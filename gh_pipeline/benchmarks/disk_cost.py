@@ -100,8 +100,7 @@ def measure(n_events: int, shape: str, work: Path) -> dict[str, Any]:
         files.append(landing.write_landing_file(path, batch))
     landing_bytes = sum(p.stat().st_size for p in files)
     conn = store.connect(settings.warehouse_path(work))
-    store.ensure_schema(conn)
-    transform.ensure_filtered_schema(conn)
+    transform.ensure_warehouse_schema(conn)
     for path in files:
         store.load_ndjson(conn, path, poll_id=path.name.split(".")[0], source="api")
     for name in transform.FILTERED_TABLES:

@@ -169,8 +169,7 @@ def _warehouse(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """What gh_pipeline.defs.resources.Warehouse.connect does for every asset."""
     conn = store.connect(path)
     try:
-        store.ensure_schema(conn)
-        transform.ensure_filtered_schema(conn)
+        transform.ensure_warehouse_schema(conn)
         yield conn
     finally:
         conn.close()
@@ -223,8 +222,7 @@ def generate(size_dir: Path, size: int, *, seed_now: datetime) -> dict[str, Any]
     try:
         # A good neighbour on a shared machine; the bulk insert streams in 1M-row chunks anyway.
         conn.execute("SET memory_limit = '4GB'")
-        store.ensure_schema(conn)
-        transform.ensure_filtered_schema(conn)
+        transform.ensure_warehouse_schema(conn)
         conn.execute(
             "CREATE TEMP TABLE templates (tid BIGINT, event_type VARCHAR, event_text VARCHAR,"
             " payload_text VARCHAR)"

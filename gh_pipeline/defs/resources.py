@@ -8,7 +8,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from gh_pipeline import settings, store, transform
+from gh_pipeline import settings, transform
 from gh_pipeline.github_client import GitHubEventsClient
 
 WAREHOUSE_POOL = "duckdb_warehouse"
@@ -53,8 +53,7 @@ class Warehouse(DuckDBResource):
             # dagster-duckdb's get_connection closes only on success; close on errors too, so a
             # failed asset never keeps the single-writer lock for the rest of its process.
             try:
-                store.ensure_schema(conn)
-                transform.ensure_filtered_schema(conn)
+                transform.ensure_warehouse_schema(conn)
                 yield conn
             finally:
                 conn.close()
