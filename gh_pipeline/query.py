@@ -243,22 +243,16 @@ class _Sources:
     paths: tuple[Path, ...]
 
 
-def _published(snapshot_dir: Path, table: str) -> Path | None:
-    """The immutable version of `table` to read, resolved once per call (see gh_pipeline.snapshot:
-    DuckDB reopens a file during a query, so it must be given a name whose content never changes)."""
-    version = snapshot.current_version(snapshot_dir, table)
-    # Fully resolved: the sandbox's allow-list and the read then name the file identically, by a
-    # path with no link in it that could move.
-    return Path(os.path.realpath(version)) if version is not None else None
-
-
 def _resolved(snapshot_dir: Path, table: str) -> snapshot.Published | None:
     """The immutable files of `table` to read, resolved once per call: the version a whole-table
-    snapshot points at, or the parts an append-only table's manifest lists (gh_pipeline.snapshot)."""
+    snapshot points at, or the parts an append-only table's manifest lists. See
+    gh_pipeline.snapshot: DuckDB reopens a file during a query, so it must be given names whose
+    content never changes."""
     published = snapshot.current_snapshot(snapshot_dir, table)
     if published is None:
         return None
-    # Fully resolved, as in _published.
+    # Fully resolved: the sandbox's allow-list and the read then name each file identically, by a
+    # path with no link in it that could move.
     files = tuple(Path(os.path.realpath(f)) for f in published.files)
     return snapshot.Published(files, published.published_at, published.rows)
 

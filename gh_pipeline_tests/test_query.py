@@ -413,8 +413,9 @@ def test_a_read_keeps_the_version_it_resolved_while_the_table_is_republished(
     conn = duckdb.connect(":memory:")
     _tiny_pr_intervals(conn, "old/one")
     snapshot.publish_table(conn, snap, "pr_intervals", published_at=T0)
-    resolved = query._published(snap, "pr_intervals")
-    assert resolved is not None
+    published = query._resolved(snap, "pr_intervals")
+    assert published is not None
+    (resolved,) = published.files
     before = resolved.read_bytes()
     _tiny_pr_intervals(conn, "new/one", "new/two")
     snapshot.publish_table(conn, snap, "pr_intervals", published_at=T0 + timedelta(seconds=1))
@@ -633,8 +634,9 @@ def test_reading_changes_nothing_and_works_while_the_warehouse_is_locked(wh: Pat
 
 def test_reader_connection_cannot_write_or_attach(wh: Path, tmp_path: Path) -> None:
     directory = query._snapshot_dir(wh)
-    path = query._published(directory, "pr_intervals")
-    assert path is not None
+    published = query._resolved(directory, "pr_intervals")
+    assert published is not None
+    (path,) = published.files
     before = path.read_bytes()
     with query._reader(directory, [path]) as conn:
         assert store.scalar(conn, "SELECT count(*) FROM read_parquet($p)", {"p": str(path)}) == 11
