@@ -43,7 +43,7 @@ from typing import Any
 
 import duckdb
 
-from gh_pipeline import landing, metrics, settings, snapshot, store, transform
+from gh_pipeline import landing, metrics, query, settings, snapshot, store, transform
 
 FIXTURES = Path(__file__).resolve().parents[2] / "gh_pipeline_tests" / "fixtures"
 GENERATOR_VERSION = 1
@@ -425,48 +425,12 @@ def queries(size_dir: Path, reps: int, seed: int) -> dict[str, Any]:
         ).fetchall()
     ]
     con.close()
-    try:
-        from gh_pipeline import query
-    except ImportError:  # the query module arrives with issue 5
-        query = None
-    calls: dict[str, Callable[[], Any]]
-    if query is not None:
-        source = "gh_pipeline.query"
-        calls = {
-            "event_counts(60)": lambda: query.event_counts(60, data_dir=size_dir),
-            "pr_intervals(repo)": lambda: query.pr_intervals(rng.choice(repos), data_dir=size_dir),
-            "repo_pr_counts(20)": lambda: query.repo_pr_counts(20, data_dir=size_dir),
-        }
-    else:
-        source = "direct Parquet reads of the snapshots (gh_pipeline.query not present)"
-        snap = settings.snapshot_dir(size_dir)
-
-        def read(sql: str, params: dict[str, Any]) -> Any:
-            with duckdb.connect() as reader:
-                return reader.execute(sql, params).df()
-
-        files = {t: str(snapshot.snapshot_file(snap, t)) for t in SNAPSHOT_TABLES}
-        calls = {
-            "event_counts(60)": lambda: read(
-                "SELECT count(*) FROM read_parquet([$w, $p, $i]) WHERE created_at > $a - INTERVAL"
-                " 60 MINUTE AND created_at <= $a",
-                {
-                    "w": files[transform.WATCH_EVENTS],
-                    "p": files[transform.PULL_REQUEST_EVENTS],
-                    "i": files[transform.ISSUES_EVENTS],
-                    "a": datetime.now(UTC),
-                },
-            ),
-            "pr_intervals(repo)": lambda: read(
-                "SELECT * FROM read_parquet($f) WHERE repo_name = $r",
-                {"f": files[metrics.PR_INTERVALS], "r": rng.choice(repos)},
-            ),
-            "repo_pr_counts(20)": lambda: read(
-                "SELECT * FROM read_parquet($f) ORDER BY pr_events DESC, repo_name LIMIT 20",
-                {"f": files[metrics.REPO_PR_COUNTS]},
-            ),
-        }
-    out: dict[str, Any] = {"source": source}
+    calls: dict[str, Callable[[], Any]] = {
+        "event_counts(60)": lambda: query.event_counts(60, data_dir=size_dir),
+        "pr_intervals(repo)": lambda: query.pr_intervals(rng.choice(repos), data_dir=size_dir),
+        "repo_pr_counts(20)": lambda: query.repo_pr_counts(20, data_dir=size_dir),
+    }
+    out: dict[str, Any] = {"source": "gh_pipeline.query"}
 
     def timed(call: Callable[[], Any], before: Callable[[], None]) -> list[float]:
         samples = []
@@ -479,8 +443,7 @@ def queries(size_dir: Path, reps: int, seed: int) -> dict[str, Any]:
 
     def forget_engine() -> None:
         # The first call after a publication opens a new sandboxed engine (query._reader).
-        if query is not None:
-            query._SANDBOXES.clear()
+        query._SANDBOXES.clear()
 
     for name, call in calls.items():
         call()  # warm the OS cache once; a notebook calls the same files again and again
