@@ -4,8 +4,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from gh_pipeline import settings, store, transform
-from gh_pipeline_tests.fake_github import FakeGitHub
+from gh_pipeline import settings, warehouse
+from gh_pipeline_tests.support.fake_github import FakeGitHub
 
 
 @pytest.fixture
@@ -20,9 +20,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def conn(data_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """The warehouse in the test's data directory, with the raw and filtered schemas."""
-    connection = store.connect(settings.warehouse_path(data_dir))
-    store.ensure_schema(connection)
-    transform.ensure_filtered_schema(connection)
+    connection = warehouse.connect(settings.warehouse_path(data_dir))
     yield connection
     connection.close()
 

@@ -1,0 +1,225 @@
+"""The load of one verified GH Archive hour into raw_events (no Dagster import).
+
+DuckDB's bulk readers (gh_pipeline.warehouse.raw) load the hour in one transaction: events already
+stored (from the live feed or an earlier load) are skipped by id, corrupt lines go to
+rejected_events with their reason, and a crash or kill -9 leaves either the whole hour or nothing.
+"""
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from gh_pipeline.archive.hours import SOURCE, ArchiveHour
+from gh_pipeline.warehouse import raw
+from gh_pipeline.warehouse.connection import Rollback, scalar, transaction
+from gh_pipeline.warehouse.raw import LoadStats
+
+# DuckDB's memory limit while an hour loads (its own setting is 80 % of RAM).
+LOAD_MEMORY_LIMIT = "1GB"
+# How far from its hour a stored copy of an archive event is looked for (see dedup_window).
+DEDUP_MARGIN = timedelta(hours=1)
+# How far from its hour an event of the hour's file is counted by stored_from_hour.
+STORED_MARGIN = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How the live feed and the archive overlap in one hour (events created in the hour)."""
+
+    live_events: int  # stored from live polls, created in the hour
+    archive_events: int  # distinct valid events in the hour's file
+    in_both: int  # live events of the hour that the file also has
+
+    @property
+    def live_only(self) -> int:
+        return self.live_events - self.in_both
+
+    @property
+    def archive_only(self) -> int:
+        return self.archive_events - self.in_both
+
+    @property
+    def live_share_in_archive(self) -> float | None:
+        return self.in_both / self.live_events if self.live_events else None
+
+    @property
+    def archive_share_in_live(self) -> float | None:
+        return self.in_both / self.archive_events if self.archive_events else None
+
+
+_COVERAGE_SQL = f"""
+WITH archive AS (
+    SELECT DISTINCT event_id FROM {raw.STAGE_TABLE}
+    WHERE reason IS NULL AND created_at >= $start AND created_at < $end
+), live AS (
+    SELECT event_id FROM raw_events
+    WHERE source = 'api' AND created_at >= $start AND created_at < $end
+)
+SELECT (SELECT count(*) FROM live), (SELECT count(*) FROM archive),
+       (SELECT count(*) FROM live SEMI JOIN archive USING (event_id))
+"""
+
+
+@dataclass(frozen=True)
+class ArchiveLoad:
+    stats: LoadStats
+    coverage: Coverage
+    seconds: float
+    method: str  # how it was loaded: "direct", "staged" or "staged, all ids checked"
+
+    @property
+    def events_per_s(self) -> float:
+        return self.stats.received / self.seconds if self.seconds > 0 else 0.0
+
+
+def dedup_window(hour: ArchiveHour) -> tuple[datetime, datetime]:
+    """Where stored copies of the hour's events can be: an event keeps its created_at, and an
+    hour file holds the events created in that hour (an hour's margin for stragglers)."""
+    return hour.start - DEDUP_MARGIN, hour.end + DEDUP_MARGIN
+
+
+_FRESH_SQL = """
+SELECT count(*) FILTER (WHERE source = 'api' AND created_at >= $start AND created_at < $end),
+       count(*) FILTER (WHERE poll_id = $poll_id)
+FROM raw_events WHERE created_at >= $window_start AND created_at < $window_end
+"""
+
+_IN_HOUR_SQL = """
+SELECT count(*) FROM raw_events
+WHERE poll_id = $poll_id AND created_at >= $start AND created_at < $end
+"""
+
+
+def _load_direct(
+    conn: duckdb.DuckDBPyConnection, path: Path, hour: ArchiveHour, now: datetime, lines: int
+) -> tuple[LoadStats, Coverage] | None:
+    """The one-pass load of an hour nothing has touched yet; None (and nothing stored) when the
+    file turns out to hold anything but `lines` new, valid, distinct events."""
+    window = dedup_window(hour)
+    outcome: tuple[LoadStats, Coverage] | None = None
+    try:
+        with transaction(conn):
+            new = raw.insert_file_direct(
+                conn, path, poll_id=hour.poll_id, source=SOURCE, now=now, window=window
+            )
+            if new != lines:  # a rejected, repeated or empty line, or a known event: go staged
+                raise Rollback
+            in_hour = int(
+                scalar(
+                    conn,
+                    _IN_HOUR_SQL,
+                    {"poll_id": hour.poll_id, "start": hour.start, "end": hour.end},
+                )
+            )
+            outcome = (
+                LoadStats(received=new, new=new, duplicates=0, rejected=0),
+                Coverage(live_events=0, archive_events=in_hour, in_both=0),
+            )
+    except duckdb.ConstraintException:  # an id repeated in the file or stored elsewhere
+        return None
+    return outcome
+
+
+def _load_staged(
+    conn: duckdb.DuckDBPyConnection,
+    path: Path,
+    hour: ArchiveHour,
+    now: datetime,
+    window: tuple[datetime, datetime] | None,
+) -> tuple[LoadStats, Coverage]:
+    with transaction(conn):
+        received, rejected = raw.stage_ndjson(conn, path)
+        # Measured before the insert: the overlap with what the live feed already stored.
+        live, archive, both = conn.execute(
+            _COVERAGE_SQL, {"start": hour.start, "end": hour.end}
+        ).fetchall()[0]
+        new = raw.insert_staged(conn, poll_id=hour.poll_id, source=SOURCE, now=now, window=window)
+        raw.drop_stage(conn)
+    return (
+        LoadStats(
+            received=received, new=new, duplicates=received - rejected - new, rejected=rejected
+        ),
+        Coverage(live_events=int(live), archive_events=int(archive), in_both=int(both)),
+    )
+
+
+def load_hour_file(
+    conn: duckdb.DuckDBPyConnection,
+    path: Path,
+    hour: ArchiveHour,
+    *,
+    now: datetime | None = None,
+    expected_lines: int | None = None,
+) -> ArchiveLoad:
+    """Load one verified hour file into raw_events in a single transaction; rerunning adds nothing.
+
+    With `expected_lines` (the download's count), an hour that neither the live feed nor an
+    earlier load has touched goes straight from file to table in one pass (the common case of a
+    backfill; ~25 % faster). Anything else, or a direct pass that finds a bad, repeated or known
+    line, takes the staged path: stage and check every line, then insert. Every attempt is its own
+    transaction and a failed one stores nothing, so the outcome is the same whichever path ran.
+    """
+    now = now or datetime.now(UTC)
+    started = time.perf_counter()
+    # An hour is hundreds of MB of JSON: past the limit DuckDB spills its staging tables to
+    # <warehouse>.tmp instead of growing (an older, fatter hour peaked at 3.3 GB without it).
+    conn.execute("SET memory_limit = $limit", {"limit": LOAD_MEMORY_LIMIT})
+    try:
+        window = dedup_window(hour)
+        result = None
+        method = "direct"
+        if expected_lines:
+            live, earlier = conn.execute(
+                _FRESH_SQL,
+                {
+                    "start": hour.start,
+                    "end": hour.end,
+                    "poll_id": hour.poll_id,
+                    "window_start": window[0],
+                    "window_end": window[1],
+                },
+            ).fetchall()[0]
+            if not live and not earlier:
+                result = _load_direct(conn, path, hour, now, expected_lines)
+        if result is None:
+            try:
+                method = "staged"
+                result = _load_staged(conn, path, hour, now, window)
+            except duckdb.ConstraintException:
+                # An event of this hour stored with a created_at outside the window: check
+                # against every stored id instead (slower as history grows, always right).
+                method = "staged, all ids checked"
+                result = _load_staged(conn, path, hour, now, None)
+    finally:
+        # Back to DuckDB's default (nothing here configures another; SET with the value read
+        # back would lose precision, DuckDB prints it rounded).
+        conn.execute("RESET memory_limit")
+    stats, coverage = result
+    return ArchiveLoad(
+        stats=stats, coverage=coverage, seconds=time.perf_counter() - started, method=method
+    )
+
+
+def stored_from_hour(conn: duckdb.DuckDBPyConnection, hour: ArchiveHour) -> tuple[int, int]:
+    """(events, rejected lines) the warehouse holds from this hour's file, over all loads."""
+    # Bounded by created_at so that DuckDB reads only the row groups near the hour.
+    events = scalar(
+        conn,
+        "SELECT count(*) FROM raw_events WHERE source = $source AND poll_id = $poll_id"
+        " AND created_at >= $start AND created_at < $end",
+        {
+            "source": SOURCE,
+            "poll_id": hour.poll_id,
+            "start": hour.start - STORED_MARGIN,
+            "end": hour.end + STORED_MARGIN,
+        },
+    )
+    rejected = scalar(
+        conn,
+        "SELECT count(*) FROM rejected_events WHERE source = $source AND poll_id = $poll_id",
+        {"source": SOURCE, "poll_id": hour.poll_id},
+    )
+    return int(events), int(rejected)

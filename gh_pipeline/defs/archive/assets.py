@@ -1,0 +1,131 @@
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import dagster as dg
+import httpx
+from pydantic import Field
+
+from gh_pipeline import settings
+from gh_pipeline.archive.bulk_load import load_hour_file, stored_from_hour
+from gh_pipeline.archive.fetch import (
+    ArchiveDownloadError,
+    ArchiveNotPublished,
+    download_dir,
+    download_hour,
+    make_client,
+)
+from gh_pipeline.archive.hours import PARTITION_KEY_FORMAT, ArchiveHour
+from gh_pipeline.defs.warehouse.keys import GHARCHIVE_HOURLY, INGEST_GROUP
+from gh_pipeline.defs.warehouse.resources import WAREHOUSE_POOL, PipelineStorage, Warehouse, env_or
+
+GHARCHIVE_RESOURCE_KEY = "gharchive"
+
+# One partition per GH Archive hour, keys like 2021-07-21-06:00 (UTC), from $GHARCHIVE_START up to
+# the last complete hour.
+GHARCHIVE_PARTITIONS = dg.HourlyPartitionsDefinition(
+    start_date=settings.gharchive_start().strftime(PARTITION_KEY_FORMAT), timezone="UTC"
+)
+
+
+class GHArchiveResource(dg.ConfigurableResource):
+    """GH Archive's hourly files: data.gharchive.org, or a mirror or test server ($GHARCHIVE_URL)."""
+
+    base_url: str = settings.DEFAULT_GHARCHIVE_URL
+    timeout_s: float = Field(default=60.0, description="Connect/read timeout per request.")
+
+    @property
+    def url(self) -> str:
+        return settings.gharchive_url(self.base_url)
+
+    def client(self) -> httpx.Client:
+        return make_client(self.timeout_s)
+
+
+@dg.asset(
+    key=GHARCHIVE_HOURLY,
+    partitions_def=GHARCHIVE_PARTITIONS,
+    group_name=INGEST_GROUP,
+    kinds={"github", "duckdb"},
+    pool=WAREHOUSE_POOL,
+    # An hour GH Archive has not published yet is skipped (nothing yielded), not failed.
+    output_required=False,
+)
+def gharchive_hourly(
+    context: dg.AssetExecutionContext,
+    gharchive: GHArchiveResource,
+    warehouse: Warehouse,
+    storage: PipelineStorage,
+) -> Iterator[dg.MaterializeResult]:
+    """One hour of GitHub's public event feed from GH Archive, loaded into raw_events once per id."""
+    hour = ArchiveHour.from_partition_key(context.partition_key)
+    now = datetime.now(UTC)
+    with gharchive.client() as client:
+        try:
+            download = download_hour(client, hour, gharchive.url, download_dir(storage.root))
+        except ArchiveNotPublished as exc:
+            if hour.not_yet_due(now):
+                context.log.info(f"{exc}: not published yet, nothing loaded; the schedule retries")
+                return
+            raise dg.Failure(
+                description=f"{exc}. The hour ended at {hour.end.isoformat()}, long enough ago "
+                "that GH Archive is missing it rather than late; nothing was loaded.",
+                allow_retries=False,
+            ) from None
+        except ArchiveDownloadError as exc:
+            raise dg.Failure(
+                description=f"{exc}. Nothing was loaded; materialize the partition again."
+            ) from None
+    try:
+        with warehouse.connect() as conn:
+            load = load_hour_file(conn, download.path, hour, now=now, expected_lines=download.lines)
+            stored, rejected_total = stored_from_hour(conn, hour)
+    finally:
+        download.path.unlink(missing_ok=True)
+    stats, coverage = load.stats, load.coverage
+    context.log.info(
+        f"{hour.name}: {stats.received} events in the file, {stats.new} new, "
+        f"{stats.duplicates} already stored, {stats.rejected} rejected; "
+        f"loaded in {load.seconds:.1f}s ({load.events_per_s:,.0f} events/s)"
+    )
+    shares: dict[str, float] = {}
+    if coverage.live_share_in_archive is not None:
+        shares["coverage_live_in_archive_pct"] = round(100 * coverage.live_share_in_archive, 2)
+    if coverage.live_events and coverage.archive_share_in_live is not None:
+        shares["coverage_archive_in_live_pct"] = round(100 * coverage.archive_share_in_live, 2)
+    yield dg.MaterializeResult(
+        metadata={
+            # The partition's rows: events stored from this hour's file (stable across re-runs).
+            "dagster/row_count": stored,
+            "url": dg.MetadataValue.url(download.url),
+            "events_in_file": stats.received,
+            "new_events": stats.new,
+            "already_stored": stats.duplicates,
+            "rejected_lines": stats.rejected,
+            "rejected_lines_total": rejected_total,
+            "coverage_live_events": coverage.live_events,
+            "coverage_archive_events": coverage.archive_events,
+            "coverage_in_both": coverage.in_both,
+            "coverage_live_only": coverage.live_only,
+            "coverage_archive_only": coverage.archive_only,
+            **shares,
+            "download_mb": round(download.compressed_bytes / 1e6, 2),
+            "download_s": round(download.seconds, 2),
+            "load_s": round(load.seconds, 2),
+            "load_method": load.method,
+            "load_events_per_s": round(load.events_per_s),
+        }
+    )
+
+
+@dg.definitions
+def gharchive_definitions() -> dg.Definitions:
+    # A module with a @dg.definitions function contributes only what that function returns, so the
+    # asset is listed here next to the resource it needs.
+    return dg.Definitions(
+        assets=[gharchive_hourly],
+        resources={
+            GHARCHIVE_RESOURCE_KEY: GHArchiveResource(
+                base_url=env_or(settings.ENV_GHARCHIVE_URL, settings.DEFAULT_GHARCHIVE_URL)
+            )
+        },
+    )

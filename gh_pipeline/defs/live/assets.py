@@ -1,0 +1,62 @@
+import dagster as dg
+
+from gh_pipeline.charts import figures
+from gh_pipeline.defs.charts.metadata import chart_metadata
+from gh_pipeline.defs.live.resources import GitHubApiResource
+from gh_pipeline.defs.warehouse.keys import INGEST_GROUP, RAW_EVENTS
+from gh_pipeline.defs.warehouse.resources import (
+    WAREHOUSE_POOL,
+    PipelineStorage,
+    Warehouse,
+)
+from gh_pipeline.live import ingest
+from gh_pipeline.warehouse import catalogue
+from gh_pipeline.warehouse.connection import row_count
+
+
+@dg.asset(key=RAW_EVENTS, group_name=INGEST_GROUP, kinds={"github", "duckdb"}, pool=WAREHOUSE_POOL)
+def raw_events(
+    context: dg.AssetExecutionContext,
+    github: GitHubApiResource,
+    warehouse: Warehouse,
+    storage: PipelineStorage,
+) -> dg.MaterializeResult:
+    """Every event polled from GitHub's /events feed, stored exactly once per event id."""
+    with github.client() as client, warehouse.connect() as conn:
+        outcome = ingest.poll_once(
+            client=client, conn=conn, data_dir=storage.root, poll_id=context.run.run_id
+        )
+        total = row_count(conn, catalogue.RAW_EVENTS)
+        history = figures.poll_history_frame(conn)
+    context.log.info(
+        f"poll {outcome.poll_id}: HTTP {outcome.status}, {outcome.pages} page(s), "
+        f"{outcome.received} received, {outcome.new} new, {outcome.duplicates} duplicates"
+    )
+    gap = outcome.possible_gap
+    if gap is not None:
+        context.log.warning(f"possible gap: {ingest.describe_gap(gap)}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": total,
+            "http_status": outcome.status,
+            "pages": outcome.pages,
+            "events_received": outcome.received,
+            "new_events": outcome.new,
+            "duplicates": outcome.duplicates,
+            "rejected": outcome.rejected,
+            "etag_matched": outcome.etag_matched,
+            "reached_known_events": outcome.reached_known,
+            "rate_limit_remaining": dg.MetadataValue.int(outcome.rate_limit_remaining)
+            if outcome.rate_limit_remaining is not None
+            else dg.MetadataValue.text("unknown"),
+            "next_poll_at": outcome.next_poll_at.isoformat() if outcome.next_poll_at else "now",
+            "next_poll_reason": outcome.next_poll_reason or "",
+            "requests": outcome.requests,
+            "possible_gap": gap is not None,
+            "possible_gap_span": ingest.describe_gap(gap) if gap is not None else "none",
+            "landing_file": str(outcome.landing_file)
+            if outcome.landing_file
+            else "none (no events)",
+            **chart_metadata(figures.poll_history_chart(history)),
+        }
+    )

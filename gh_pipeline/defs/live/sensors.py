@@ -1,0 +1,58 @@
+import json
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from gh_pipeline.defs.live.jobs import IN_FLIGHT_STATUSES, POLL_JOB_NAME, poll_job
+from gh_pipeline.defs.warehouse.resources import PipelineStorage
+from gh_pipeline.live import poll_state, polling
+
+POLL_SENSOR_NAME = "github_events_sensor"
+
+# A poll run waits at most 90 s, makes at most 3 pages x 4 attempts with short backoffs, then
+# refreshes the tables: 5 minutes means it is stuck (or its process was killed). With run
+# monitoring enabled on the instance, Dagster fails such a run, which frees the sensor and the
+# one-poll-at-a-time queue.
+POLL_RUN_MAX_RUNTIME_S = 300
+
+
+def _in_flight(instance: dg.DagsterInstance) -> str | None:
+    """A description of the poll run in flight, if any."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(job_name=POLL_JOB_NAME, statuses=IN_FLIGHT_STATUSES), limit=1
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    return f"run {run.run_id} is {run.status.value.lower()}"
+
+
+@dg.sensor(
+    name=POLL_SENSOR_NAME,
+    job=poll_job,
+    minimum_interval_seconds=5,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Launches a poll of GitHub /events as soon as GitHub allows the next one.",
+)
+def github_events_sensor(
+    context: dg.SensorEvaluationContext, storage: PipelineStorage
+) -> dg.RunRequest | dg.SkipReason:
+    """Launches a poll of GitHub /events as soon as GitHub and the rate budget allow the next one."""
+    now = datetime.now(UTC)
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    last_launch = cursor.get("last_launch_at")
+    in_flight = _in_flight(context.instance)
+    decision = polling.decide(
+        poll_state.load_state(storage.state_dir),
+        now=now,
+        last_launch_at=datetime.fromisoformat(last_launch) if last_launch else None,
+        in_flight=in_flight is not None,
+        in_flight_detail=in_flight,
+    )
+    if not decision.poll:
+        return dg.SkipReason(decision.reason)
+    context.update_cursor(json.dumps({"last_launch_at": now.isoformat()}))
+    return dg.RunRequest(
+        run_key=f"poll-{now.isoformat()}",
+        tags={"dagster/max_runtime": str(POLL_RUN_MAX_RUNTIME_S)},
+    )

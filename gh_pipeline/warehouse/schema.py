@@ -1,0 +1,123 @@
+"""The warehouse schema: every permanent table, created once per connection (no Dagster import).
+
+Table names are declared in gh_pipeline.warehouse.catalogue. The metric tables and their working
+state are not here: their writer (gh_pipeline.model.metrics) recreates them whole on a rebuild.
+"""
+
+import duckdb
+
+from gh_pipeline.warehouse.catalogue import FILTERED_TABLES, WATERMARKS, FilteredTable
+
+RAW_SCHEMA_SQL = """
+CREATE SEQUENCE IF NOT EXISTS raw_events_seq;
+CREATE TABLE IF NOT EXISTS raw_events (
+    event_id     VARCHAR PRIMARY KEY,
+    event_type   VARCHAR NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL,
+    actor_login  VARCHAR,
+    repo_id      BIGINT,
+    repo_name    VARCHAR NOT NULL,
+    -- zstd: JSON text compresses several times better than with DuckDB's default string
+    -- codecs and costs less CPU to write (see docs/gharchive.md).
+    payload      JSON USING COMPRESSION zstd,
+    event        JSON USING COMPRESSION zstd,  -- NULL once older than GH_PIPELINE_RAW_RETENTION_DAYS (ops/retention.py)
+    ingested_at  TIMESTAMPTZ NOT NULL,
+    poll_id      VARCHAR NOT NULL,
+    source       VARCHAR NOT NULL,
+    -- Load order: a row loaded later has a higher seq. All rows of one bulk GH Archive load share
+    -- one value (insert_file_direct), so seq orders loads but does not identify a row.
+    seq          BIGINT NOT NULL DEFAULT nextval('raw_events_seq')
+);
+CREATE TABLE IF NOT EXISTS rejected_events (
+    rejected_at  TIMESTAMPTZ NOT NULL,
+    poll_id      VARCHAR NOT NULL,
+    source       VARCHAR NOT NULL,
+    line_number  BIGINT,
+    reason       VARCHAR NOT NULL,
+    raw_text     VARCHAR
+);
+CREATE TABLE IF NOT EXISTS poll_log (
+    poll_id               VARCHAR NOT NULL,
+    page                  INTEGER NOT NULL,
+    requested_at          TIMESTAMPTZ NOT NULL,
+    status                INTEGER NOT NULL,
+    events                INTEGER NOT NULL,
+    new_events            INTEGER NOT NULL,
+    duplicates            INTEGER NOT NULL,
+    etag_matched          BOOLEAN NOT NULL,
+    rate_limit_remaining  INTEGER,
+    rate_limit_reset      TIMESTAMPTZ,
+    error                 VARCHAR
+);
+-- One row per HTTP request: retries of a page get attempt 2, 3, ...
+ALTER TABLE poll_log ADD COLUMN IF NOT EXISTS attempt INTEGER DEFAULT 1;
+CREATE TABLE IF NOT EXISTS poll_gaps (
+    poll_id            VARCHAR NOT NULL,
+    detected_at        TIMESTAMPTZ NOT NULL,
+    previous_poll_id   VARCHAR,
+    gap_start          TIMESTAMPTZ,
+    gap_end            TIMESTAMPTZ,
+    pages              INTEGER NOT NULL,
+    events_received    INTEGER NOT NULL
+);
+"""
+
+_WATERMARKS_SQL = f"""
+CREATE TABLE IF NOT EXISTS {WATERMARKS} (
+    target      VARCHAR NOT NULL,
+    source      VARCHAR NOT NULL,
+    last_seq    BIGINT NOT NULL,
+    updated_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (target, source)
+)"""
+
+# The schema-drift baseline of gh_pipeline.ops.quality.
+_PROFILE_SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS schema_profile (
+    source         VARCHAR NOT NULL,
+    event_type     VARCHAR NOT NULL,
+    kind           VARCHAR NOT NULL,   -- 'key': share carrying the key; 'missing': share missing a relied-on field
+    path           VARCHAR NOT NULL,
+    share          DOUBLE NOT NULL,
+    first_seen_at  TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schema_profile_types (
+    source           VARCHAR NOT NULL,
+    event_type       VARCHAR NOT NULL,
+    weight           DOUBLE NOT NULL,   -- events the baseline stands for (capped)
+    events_profiled  BIGINT NOT NULL,
+    updated_at       TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schema_profile_watermark (
+    profiled_seq  BIGINT NOT NULL,
+    profiled_at   TIMESTAMPTZ NOT NULL
+);
+"""
+
+
+def filtered_ddl(table: FilteredTable, *, if_not_exists: bool = True) -> str:
+    """CREATE TABLE for one filtered table (its name comes from the catalogue, never input)."""
+    number = "number INTEGER," if table.has_number else ""
+    guard = "IF NOT EXISTS" if if_not_exists else ""
+    return f"""
+    CREATE TABLE {guard} {table.name} (
+        event_id    VARCHAR PRIMARY KEY,
+        created_at  TIMESTAMPTZ NOT NULL,
+        actor_login VARCHAR,
+        repo_id     BIGINT,
+        repo_name   VARCHAR NOT NULL,
+        action      VARCHAR,
+        {number}
+        source      VARCHAR NOT NULL,
+        seq         BIGINT NOT NULL
+    )"""
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create whatever permanent table is missing: raw_events and its bookkeeping, the
+    watermarks, the filtered tables and the drift baseline. Idempotent and cheap."""
+    conn.execute(RAW_SCHEMA_SQL)
+    conn.execute(_WATERMARKS_SQL)
+    for table in FILTERED_TABLES.values():
+        conn.execute(filtered_ddl(table))
+    conn.execute(_PROFILE_SCHEMA_SQL)

@@ -1,0 +1,338 @@
+"""Benchmark: loading one GH Archive hour into raw_events, beside DuckDB's own bare read_json.
+
+    uv run python -m gh_pipeline_tests.benchmarks.archive_load                 # 120k events, once
+    uv run python -m gh_pipeline_tests.benchmarks.archive_load --events 150000 --repeat 3
+
+It builds a realistic synthetic hour from the real GH Archive events in
+gh_pipeline_tests/fixtures/gharchive (1,850 recorded events of 2015-2024, cut to the payload shape
+GitHub serves since October 2025, as the 2025 archive has them): unique increasing ids, Zipf-like
+repository and actor popularity, timestamps spread over the hour in feed order, the templates' own
+type mix. It is written as gzip NDJSON (cached under <data_dir>/benchmarks/archive_load/), then,
+each in a fresh process (so peak memory is its own) and a fresh DuckDB file:
+
+- download: the pipeline's own download_hour() from a local HTTP server (so no network): the
+            stream is inflated and verified as it arrives and stored as NDJSON, as in production;
+- load:     bulk_load.load_hour_file() on that NDJSON into an empty warehouse: validate every
+            line, reject bad ones, skip known ids, insert, commit (the target excludes the
+            download, which is why it is timed apart);
+- reload:   the same hour again into the same warehouse (every event already stored);
+- bare:     CREATE TABLE t AS SELECT * FROM read_json(file), DuckDB's own reader, auto-detected,
+            on the same NDJSON file the load reads, and on the original .json.gz for reference.
+
+Rates are events per wall-clock second. The machine may be shared: CPU seconds (all threads of the
+process) and the load average are printed too, so a busy machine is visible in the figures.
+Results are also written to <data_dir>/benchmarks/archive_load/results.json.
+"""
+
+import argparse
+import bisect
+import copy
+import functools
+import gzip
+import itertools
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from gh_pipeline import settings, warehouse
+from gh_pipeline.archive import bulk_load, fetch, hours
+
+GENERATOR_VERSION = 1
+DEFAULT_EVENTS = 120_000
+HOUR = datetime(2025, 11, 3, 14, tzinfo=UTC)
+FIRST_EVENT_ID = 55_000_000_000  # 2025-sized numeric ids
+REPOS, ACTORS = 60_000, 90_000
+TARGET_RATE = 40_000
+TARGET_RATIO = 0.8
+_ID, _TS, _REPO, _REPO_ID, _ACTOR = "@@ID@@", "@@TS@@", "@@REPO@@", "@@RID@@", "@@ACTOR@@"
+
+
+# --- the synthetic hour ------------------------------------------------------------------------
+
+
+def _trim(event: dict[str, Any]) -> dict[str, Any]:
+    # Imported lazily: the test package is a development dependency of this command only.
+    from gh_pipeline_tests.support.fake_github import trim_event
+
+    event = trim_event(event)
+    # Review events lost their embedded pull request in the same October 2025 change.
+    if event.get("type") in ("PullRequestReviewEvent", "PullRequestReviewCommentEvent"):
+        pr = event.get("payload", {}).get("pull_request") or {}
+        event["payload"]["pull_request"] = {k: pr.get(k) for k in ("id", "number", "url")}
+    return event
+
+
+def load_templates() -> list[str]:
+    """Every recorded GH Archive event as JSON text with placeholders for what each copy changes."""
+    # Imported lazily: the test package is a development dependency of this command only.
+    from gh_pipeline_tests.support.fake_github import archive_fixture_events
+
+    templates = []
+    for recorded in archive_fixture_events():
+        event = copy.deepcopy(_trim(recorded))
+        event["id"] = _ID
+        event["created_at"] = _TS
+        event["repo"] = {
+            "id": _REPO_ID,
+            "name": _REPO,
+            "url": f"https://api.github.com/repos/{_REPO}",
+        }
+        actor = event.get("actor") or {}
+        actor["login"] = _ACTOR
+        if "display_login" in actor:
+            actor["display_login"] = _ACTOR
+        event["actor"] = actor
+        text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        templates.append(text.replace(f'"{_REPO_ID}"', _REPO_ID))
+    return templates
+
+
+def _zipf_cum_weights(n: int, q: float) -> list[float]:
+    # Zipf-Mandelbrot (s = 1): rank k has weight 1 / (k + q); q keeps the top one near 0.1 %.
+    return list(itertools.accumulate(1.0 / (k + q) for k in range(n)))
+
+
+def generate(path: Path, events: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    templates = load_templates()
+    repo_cum, actor_cum = _zipf_cum_weights(REPOS, 100.0), _zipf_cum_weights(ACTORS, 10.0)
+    repo_total, actor_total = repo_cum[-1], actor_cum[-1]
+    step = 3600.0 / events
+    total_bytes = 0
+    tmp = path.with_name(f".{path.name}.tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6, newline="\n") as handle:
+        for i in range(events):
+            repo = bisect.bisect_left(repo_cum, rng.random() * repo_total)
+            actor = bisect.bisect_left(actor_cum, rng.random() * actor_total)
+            # Feed order with a little jitter, as GH Archive writes events as they arrive.
+            at = HOUR + timedelta(seconds=min(3599.0, max(0.0, i * step + rng.uniform(-2, 2))))
+            line = (
+                rng.choice(templates)
+                .replace(_ID, str(FIRST_EVENT_ID + i))
+                .replace(_TS, at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+                .replace(_REPO_ID, str(10_000_000 + repo))
+                .replace(_REPO, f"owner{repo // 4}/repo-{repo}")
+                .replace(_ACTOR, f"user{actor}")
+            )
+            total_bytes += len(line.encode("utf-8")) + 1
+            handle.write(line)
+            handle.write("\n")
+    tmp.replace(path)
+    return {"events": events, "mean_event_bytes": total_bytes / events, "bytes": total_bytes}
+
+
+# --- phases (each runs in its own process) ------------------------------------------------------
+
+
+def _usage() -> tuple[float, float]:
+    times = os.times()
+    return time.perf_counter(), times.user + times.system
+
+
+def _since(start: tuple[float, float]) -> dict[str, float]:
+    wall, cpu = _usage()
+    return {"wall_s": wall - start[0], "cpu_s": cpu - start[1]}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def phase_bare(file: Path, db: Path) -> dict[str, Any]:
+    conn = duckdb.connect(str(db))
+    start = _usage()
+    conn.execute("CREATE TABLE t AS SELECT * FROM read_json($path)", {"path": str(file)})
+    timing = _since(start)
+    rows = int(warehouse.scalar(conn, "SELECT count(*) FROM t"))
+    conn.close()
+    return {"rows": rows, **timing, "peak_rss_mb": _peak_rss_mb()}
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def phase_load(file: Path, db: Path) -> dict[str, Any]:
+    hour = hours.ArchiveHour(HOUR)
+    served = file.parent / "served"
+    served.mkdir(exist_ok=True)
+    (served / hour.file_name).unlink(missing_ok=True)
+    (served / hour.file_name).symlink_to(file.resolve())
+    handler = functools.partial(_Quiet, directory=str(served))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        start = _usage()
+        with fetch.make_client() as client:
+            download = fetch.download_hour(
+                client, hour, f"http://127.0.0.1:{server.server_address[1]}", db.parent
+            )
+        fetched = _since(start)
+    finally:
+        server.shutdown()
+        server.server_close()
+    try:
+        conn = warehouse.connect(db)
+        warehouse.ensure_schema(conn)
+        start = _usage()
+        first = bulk_load.load_hour_file(conn, download.path, hour, expected_lines=download.lines)
+        load = _since(start)
+        rss_after_load = _peak_rss_mb()
+        start = _usage()
+        again = bulk_load.load_hour_file(conn, download.path, hour, expected_lines=download.lines)
+        reload = _since(start)
+        stored = int(warehouse.scalar(conn, "SELECT count(*) FROM raw_events"))
+        conn.close()
+    finally:
+        download.path.unlink(missing_ok=True)
+    return {
+        "lines": download.lines,
+        "download": fetched,
+        "load": {**load, "new": first.stats.new, "method": first.method},
+        "reload": {**reload, "new": again.stats.new, "method": again.method},
+        "stored": stored,
+        "peak_rss_mb_load": rss_after_load,
+        "peak_rss_mb": _peak_rss_mb(),
+        "warehouse_mb": db.stat().st_size / 1e6,
+    }
+
+
+def _spawn(phase: str, file: Path, db: Path) -> dict[str, Any]:
+    for stale in db.parent.glob(f"{db.name}*"):
+        stale.unlink()
+    cmd = [sys.executable, "-m", "gh_pipeline_tests.benchmarks.archive_load", "--worker", phase]
+    cmd += ["--file", str(file), "--db", str(db)]
+    load_before = os.getloadavg()[0]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"phase {phase} failed:\n{done.stderr[-4000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load_avg_1m"] = [load_before, os.getloadavg()[0]]
+    for stale in db.parent.glob(f"{db.name}*"):
+        stale.unlink()
+    return result
+
+
+def _rate(events: int, seconds: float) -> float:
+    return events / seconds if seconds > 0 else 0.0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--events", type=int, default=DEFAULT_EVENTS, help="events in the hour")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each phase (medians)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--dir", help="working directory (default <data_dir>/benchmarks/...)")
+    parser.add_argument("--worker", choices=("bare", "load"), help=argparse.SUPPRESS)
+    parser.add_argument("--file", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        phase = phase_bare if args.worker == "bare" else phase_load
+        print(json.dumps(phase(Path(args.file), Path(args.db))))
+        return
+
+    work = Path(args.dir) if args.dir else settings.data_dir() / "benchmarks" / "archive_load"
+    work.mkdir(parents=True, exist_ok=True)
+    file = work / f"hour-v{GENERATOR_VERSION}-{args.events}-{args.seed}.json.gz"
+    meta_path = file.with_suffix(".meta.json")
+    if file.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        print(f"reusing {file}")
+    else:
+        print(f"generating {args.events:,} events into {file} ...", flush=True)
+        started = time.perf_counter()
+        meta = generate(file, args.events, args.seed)
+        meta_path.write_text(json.dumps(meta), encoding="utf-8")
+        print(f"  done in {time.perf_counter() - started:.0f}s", flush=True)
+    events = int(meta["events"])
+    print(
+        f"hour: {events:,} events, {meta['mean_event_bytes']:.0f} B/event on average, "
+        f"{meta['bytes'] / 1e6:.0f} MB NDJSON, {file.stat().st_size / 1e6:.0f} MB gzip"
+    )
+
+    ndjson = file.with_suffix("").with_suffix(".ndjson")
+    if not ndjson.exists():
+        fetch.expand_gzip_file(file, ndjson)
+    runs: dict[str, list[dict[str, Any]]] = {"bare": [], "bare_gz": [], "load": []}
+    for i in range(args.repeat):
+        for phase, source in (("bare", ndjson), ("bare_gz", file), ("load", file)):
+            print(f"run {i + 1}/{args.repeat}: {phase} ...", flush=True)
+            worker = "load" if phase == "load" else "bare"
+            runs[phase].append(_spawn(worker, source, work / f"{phase}.duckdb"))
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    def phase_row(name: str, results: list[dict[str, Any]], key: str | None) -> tuple:
+        parts = [r[key] if key else r for r in results]
+        wall = med([p["wall_s"] for p in parts])
+        rss = max(r["peak_rss_mb_load" if key == "load" else "peak_rss_mb"] for r in results)
+        return (name, wall, med([p["cpu_s"] for p in parts]), _rate(events, wall), rss)
+
+    rows = [
+        phase_row("bare read_json, same NDJSON", runs["bare"], None),
+        phase_row("bare read_json, .json.gz", runs["bare_gz"], None),
+        phase_row(f"our load ({runs['load'][0]['load']['method']})", runs["load"], "load"),
+        phase_row(f"our reload ({runs['load'][0]['reload']['method']})", runs["load"], "reload"),
+        phase_row("download, localhost", runs["load"], "download"),
+    ]
+    bare_rate, load_rate = rows[0][3], rows[2][3]
+    loads = [x for r in itertools.chain(*runs.values()) for x in r["load_avg_1m"]]
+    print()
+    print(
+        f"{platform.machine()} {os.cpu_count()} cores, duckdb {duckdb.__version__}, "
+        f"1-min load average during the runs {min(loads):.1f}-{max(loads):.1f}"
+    )
+    print(f"{'phase':30s} {'wall s':>7s} {'cpu s':>7s} {'events/s':>10s} {'peak RSS MB':>12s}")
+    for name, wall, cpu, rate, rss in rows:
+        print(f"{name:30s} {wall:7.2f} {cpu:7.2f} {rate:10,.0f} {rss:12,.0f}")
+    ratio = load_rate / bare_rate if bare_rate else 0.0
+    peak = max(r["peak_rss_mb"] for r in runs["load"])
+    print()
+    print(
+        f"load / bare read_json on the same file: {ratio:.2f}x (target >= {TARGET_RATIO}x: "
+        f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})"
+    )
+    print(
+        f"load rate: {load_rate:,.0f} events/s (target >= {TARGET_RATE:,}: "
+        f"{'met' if load_rate >= TARGET_RATE else 'NOT met'}); "
+        f"per CPU-second {events / rows[2][2]:,.0f}"
+    )
+    print(f"peak RSS of the load process: {peak:,.0f} MB (target < 1,500 MB)")
+    (work / "results.json").write_text(
+        json.dumps(
+            {
+                "measured_at": datetime.now(UTC).isoformat(),
+                "hour": meta,
+                "runs": runs,
+                "summary": {
+                    "bare_events_per_s": bare_rate,
+                    "load_events_per_s": load_rate,
+                    "ratio": ratio,
+                    "peak_rss_mb": peak,
+                },
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Start and stop real Dagster processes for tests (own process group, always cleaned up)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(
+    predicate: Callable[[], bool],
+    *,
+    timeout_s: float,
+    what: str,
+    poll_s: float = 1.0,
+    describe: Callable[[], str] | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll_s)
+    detail = f"\n{describe()}" if describe is not None else ""
+    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}{detail}")
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    # dagster dev does not always exit on SIGTERM: end the whole process group.
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            # Children may outlive the leader; make sure the group is gone.
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@contextmanager
+def running(
+    args: list[str], *, cwd: Path, env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield proc
+    finally:
+        kill_group(proc)
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DAGSTER_", "GH_PIPELINE_", "GITHUB_"))
+    }
+    env.update(extra)
+    return env

@@ -1,0 +1,331 @@
+"""A small fake of GitHub's Events API on 127.0.0.1 for tests and demos.
+
+Real HTTP with the real headers (ETag/304, X-Poll-Interval, Link, X-RateLimit-*), fed with real
+recorded events, plus a fault schedule so a test can script 5xx, 403/429, bad bodies and delays.
+
+Run it for a demo (re-dates real events to now and adds a few every poll interval):
+    uv run python -m gh_pipeline_tests.support.fake_github --port 8765 --poll-interval 10
+"""
+
+import argparse
+import copy
+import functools
+import gzip
+import hashlib
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FEED_CAP = 300
+
+
+def load_recorded(name: str) -> list[dict[str, Any]]:
+    """Events of one recorded response in fixtures/api (newest first, as GitHub serves them)."""
+    data = json.loads((FIXTURES / "api" / name).read_text(encoding="utf-8"))
+    return data["events"] if isinstance(data, dict) and "events" in data else data
+
+
+def recorded_2019_feed() -> list[dict[str, Any]]:
+    """The 2019 paging session's distinct events, newest first (pages overlap, like the real feed)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for path in sorted((FIXTURES / "api").glob("events-2019-10-21-page*.json")):
+        for event in load_recorded(path.name):
+            seen.setdefault(event["id"], event)
+    return sorted(seen.values(), key=lambda e: e["created_at"], reverse=True)
+
+
+def archive_fixture_events() -> list[dict[str, Any]]:
+    """Every event line of the recorded GH Archive hours in fixtures/gharchive, file by file in
+    name order, repeats included (an hour can hold the same id twice)."""
+    events: list[dict[str, Any]] = []
+    for path in sorted((FIXTURES / "gharchive").glob("*.json.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            events.extend(json.loads(line) for line in handle if line.strip())
+    return events
+
+
+def trim_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The payload GitHub serves since 2025-10-07: PullRequestEvent keeps action, number and a
+    minimal pull_request (id, number, url, head, base); PushEvent loses commits/size."""
+    event = copy.deepcopy(event)
+    payload = event.get("payload", {})
+    if event.get("type") == "PullRequestEvent":
+        pr = payload.get("pull_request", {})
+
+        def ref(side: dict[str, Any]) -> dict[str, Any]:
+            repo = side.get("repo") or {}
+            return {
+                "ref": side.get("ref"),
+                "sha": side.get("sha"),
+                "repo": {"id": repo.get("id"), "name": repo.get("name"), "url": repo.get("url")},
+            }
+
+        event["payload"] = {
+            "action": payload.get("action"),
+            "number": payload.get("number"),
+            "pull_request": {
+                "id": pr.get("id"),
+                "number": pr.get("number"),
+                "url": pr.get("url"),
+                "head": ref(pr.get("head", {})),
+                "base": ref(pr.get("base", {})),
+            },
+        }
+    elif event.get("type") == "PushEvent":
+        for key in ("commits", "size", "distinct_size"):
+            payload.pop(key, None)
+    return event
+
+
+@dataclass
+class Fault:
+    """A scripted response: replaces the normal answer for one request."""
+
+    status: int = 500
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b'{"message": "Server Error"}'
+    delay_s: float = 0.0  # sleep before answering (to provoke client timeouts)
+    page: int | None = None  # only for this page; None = the next request whatever its page
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    at: float
+    status: int
+
+
+class FakeGitHub:
+    def __init__(
+        self,
+        events: list[dict[str, Any]] | None = None,
+        *,
+        poll_interval: int | None = 60,
+        rate_limit: int = 5000,
+        rate_reset_in_s: int = 3600,
+        free_authenticated_304: bool = True,
+    ) -> None:
+        self.feed: list[dict[str, Any]] = list(events or [])  # newest first
+        self.poll_interval = poll_interval
+        self.rate_limit = rate_limit
+        self.remaining = rate_limit
+        self.reset_at = int(time.time()) + rate_reset_in_s
+        self.free_authenticated_304 = free_authenticated_304
+        self.faults: deque[Fault] = deque()
+        self.requests: list[RecordedRequest] = []
+        self.lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- control -------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "server not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def push(self, events: list[dict[str, Any]]) -> None:
+        """New events arrive at the top of the feed (given newest first)."""
+        with self.lock:
+            self.feed = list(events) + self.feed
+
+    def schedule(self, *faults: Fault) -> None:
+        with self.lock:
+            self.faults.extend(faults)
+
+    def start(self, port: int = 0) -> "FakeGitHub":
+        handler = _make_handler(self)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        # A short poll interval lets stop() return quickly (the default waits up to 0.5 s).
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> "FakeGitHub":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- behaviour -----------------------------------------------------------------------
+    def _rate_headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.rate_limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Used": str(self.rate_limit - self.remaining),
+            "X-RateLimit-Reset": str(self.reset_at),
+            "X-RateLimit-Resource": "core",
+        }
+
+    def respond(self, path: str, query: dict[str, list[str]], headers: dict[str, str]):
+        with self.lock:
+            page = int(query.get("page", ["1"])[0])
+            per_page = min(int(query.get("per_page", ["30"])[0]), 100)
+            fault = None
+            for candidate in list(self.faults):
+                if candidate.page is None or candidate.page == page:
+                    fault = candidate
+                    self.faults.remove(candidate)
+                    break
+            authenticated = "authorization" in headers
+            if fault is not None:
+                self.remaining = max(self.remaining - 1, 0)
+                return (
+                    fault.status,
+                    {**self._rate_headers(), **fault.headers},
+                    fault.body,
+                    fault.delay_s,
+                )
+            if path != "/events":
+                return 404, {}, b'{"message": "Not Found"}', 0.0
+            if self.remaining <= 0:
+                return (
+                    403,
+                    self._rate_headers(),
+                    b'{"message": "API rate limit exceeded"}',
+                    0.0,
+                )
+            last_page = max(1, -(-min(len(self.feed), FEED_CAP) // per_page))
+            if page > FEED_CAP // per_page:
+                self.remaining -= 1
+                body = b'{"message": "In order to keep the API fast for everyone, pagination is limited for this resource."}'
+                return 422, self._rate_headers(), body, 0.0
+            items = self.feed[:FEED_CAP][(page - 1) * per_page : page * per_page]
+            body = json.dumps(items).encode("utf-8")
+            etag = 'W/"' + hashlib.sha1(body).hexdigest() + '"'
+            common = {"ETag": etag, "Cache-Control": "private, max-age=60, s-maxage=60"}
+            if self.poll_interval is not None:
+                common["X-Poll-Interval"] = str(self.poll_interval)
+            if headers.get("if-none-match") == etag:
+                if not (authenticated and self.free_authenticated_304):
+                    self.remaining -= 1
+                return 304, {**common, **self._rate_headers()}, b"", 0.0
+            self.remaining -= 1
+            links = []
+            base = f"{self.url}/events?per_page={per_page}"
+            if page < last_page:
+                links.append(f'<{base}&page={page + 1}>; rel="next"')
+            links.append(f'<{base}&page={last_page}>; rel="last"')
+            out = {**common, **self._rate_headers(), "Link": ", ".join(links)}
+            out["Content-Type"] = "application/json; charset=utf-8"
+            return 200, out, body, 0.0
+
+
+def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            query = parse_qs(parts.query)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, out, body, delay = fake.respond(parts.path, query, headers)
+            with fake.lock:
+                fake.requests.append(
+                    RecordedRequest(parts.path, query, headers, time.time(), status)
+                )
+            if delay:
+                time.sleep(delay)
+            try:
+                self.send_response(status)
+                for key, value in out.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+def redate(
+    events: list[dict[str, Any]], *, newest: datetime, step_s: float
+) -> list[dict[str, Any]]:
+    """Copies of events re-dated newest-first, step_s apart, ending at `newest`."""
+    out = []
+    for i, event in enumerate(events):
+        event = copy.deepcopy(event)
+        at = newest - timedelta(seconds=i * step_s)
+        event["created_at"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        out.append(event)
+    return out
+
+
+@functools.cache
+def _recorded_pool() -> tuple[dict[str, Any], ...]:
+    return tuple(recorded_2019_feed() + load_recorded("repo-events-duckdb-2023-page01.json"))
+
+
+def numbered_feed(
+    count: int, *, serial: int, newest: datetime | None = None, step_s: float = 1.0
+) -> list[dict[str, Any]]:
+    """`count` real recorded events (cycled when more are needed), newest first, re-dated
+    `step_s` apart ending at `newest`, with ids unique per `serial` (e.g. one serial per batch)
+    so a test can build feeds longer than the 300-event cap."""
+    pool = _recorded_pool()
+    out = []
+    for i in range(count):
+        event = copy.deepcopy(pool[i % len(pool)])
+        event["id"] = f"{serial:04d}{i:06d}"
+        out.append(event)
+    return redate(out, newest=newest or datetime.now(UTC), step_s=step_s)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--poll-interval", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=12, help="events added per poll interval")
+    args = parser.parse_args()
+    # Real events, trimmed to today's payload shape and re-dated so the look-back windows fill.
+    pool = [
+        trim_event(e)
+        for e in recorded_2019_feed() + load_recorded("repo-events-duckdb-2023-page01.json")
+    ]
+    fake = FakeGitHub(poll_interval=args.poll_interval, rate_limit=5000)
+    fake.push(redate(pool[: 3 * args.batch], newest=datetime.now(UTC), step_s=20))
+    fake.start(args.port)
+    print(
+        f"fake GitHub Events API on {fake.url} (X-Poll-Interval {args.poll_interval}s)", flush=True
+    )
+    serial = 0
+    cursor = 3 * args.batch
+    try:
+        while True:
+            time.sleep(args.poll_interval)
+            batch = pool[cursor % len(pool) : cursor % len(pool) + args.batch]
+            cursor += args.batch
+            serial += 1
+            fresh = redate(batch, newest=datetime.now(UTC), step_s=1)
+            for event in fresh:
+                event["id"] = f"{event['id']}{serial:04d}"  # ids stay unique across cycles
+            fake.push(fresh)
+    except KeyboardInterrupt:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()
