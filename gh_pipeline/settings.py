@@ -15,6 +15,7 @@ ENV_RAW_RETENTION_DAYS = "GH_PIPELINE_RAW_RETENTION_DAYS"
 DEFAULT_RAW_RETENTION_DAYS = 30  # what GitHub keeps in its own feed
 ENV_GHARCHIVE_URL = "GHARCHIVE_URL"
 ENV_GHARCHIVE_START = "GHARCHIVE_START"
+ENV_ARCHIVE_FULL_EVENTS = "GH_PIPELINE_ARCHIVE_FULL_EVENTS"
 DEFAULT_GHARCHIVE_URL = "https://data.gharchive.org"
 # GH Archive switched to today's event format (the Events API's) on 2015-01-01.
 DEFAULT_GHARCHIVE_START = "2015-01-01"
@@ -86,3 +87,15 @@ def gharchive_start(value: str | None = None) -> datetime:
         ) from None
     start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
     return start.replace(minute=0, second=0, microsecond=0)
+
+
+def archive_full_events(value: str | None = None) -> bool:
+    """Whether GH Archive rows keep the whole line in raw_events.event
+    ($GH_PIPELINE_ARCHIVE_FULL_EVENTS: true/false, default false; payload and the typed columns
+    are always kept)."""
+    raw = (value if value is not None else os.environ.get(ENV_ARCHIVE_FULL_EVENTS, "")).strip()
+    if raw.lower() in ("", "0", "false", "no", "off"):
+        return False
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{ENV_ARCHIVE_FULL_EVENTS} must be true or false, not {raw!r}")

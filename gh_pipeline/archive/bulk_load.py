@@ -94,7 +94,12 @@ WHERE poll_id = $poll_id AND created_at >= $start AND created_at < $end
 
 
 def _load_direct(
-    conn: duckdb.DuckDBPyConnection, path: Path, hour: ArchiveHour, now: datetime, lines: int
+    conn: duckdb.DuckDBPyConnection,
+    path: Path,
+    hour: ArchiveHour,
+    now: datetime,
+    lines: int,
+    keep_event: bool,
 ) -> tuple[LoadStats, Coverage] | None:
     """The one-pass load of an hour nothing has touched yet; None (and nothing stored) when the
     file turns out to hold anything but `lines` new, valid, distinct events."""
@@ -103,7 +108,13 @@ def _load_direct(
     try:
         with transaction(conn):
             new = raw.insert_file_direct(
-                conn, path, poll_id=hour.poll_id, source=SOURCE, now=now, window=window
+                conn,
+                path,
+                poll_id=hour.poll_id,
+                source=SOURCE,
+                now=now,
+                window=window,
+                keep_event=keep_event,
             )
             if new != lines:  # a rejected, repeated or empty line, or a known event: go staged
                 raise Rollback
@@ -120,6 +131,8 @@ def _load_direct(
             )
     except duckdb.ConstraintException:  # an id repeated in the file or stored elsewhere
         return None
+    except duckdb.InvalidInputException:  # a line the staged path rejects with its reason
+        return None
     return outcome
 
 
@@ -129,6 +142,7 @@ def _load_staged(
     hour: ArchiveHour,
     now: datetime,
     window: tuple[datetime, datetime] | None,
+    keep_event: bool,
 ) -> tuple[LoadStats, Coverage]:
     with transaction(conn):
         received, rejected = raw.stage_ndjson(conn, path)
@@ -136,7 +150,14 @@ def _load_staged(
         live, archive, both = conn.execute(
             _COVERAGE_SQL, {"start": hour.start, "end": hour.end}
         ).fetchall()[0]
-        new = raw.insert_staged(conn, poll_id=hour.poll_id, source=SOURCE, now=now, window=window)
+        new = raw.insert_staged(
+            conn,
+            poll_id=hour.poll_id,
+            source=SOURCE,
+            now=now,
+            window=window,
+            keep_event=keep_event,
+        )
         raw.drop_stage(conn)
     return (
         LoadStats(
@@ -153,14 +174,20 @@ def load_hour_file(
     *,
     now: datetime | None = None,
     expected_lines: int | None = None,
+    keep_event: bool = False,
 ) -> ArchiveLoad:
     """Load one verified hour file into raw_events in a single transaction; rerunning adds nothing.
 
     With `expected_lines` (the download's count), an hour that neither the live feed nor an
     earlier load has touched goes straight from file to table in one pass (the common case of a
-    backfill; ~25 % faster). Anything else, or a direct pass that finds a bad, repeated or known
-    line, takes the staged path: stage and check every line, then insert. Every attempt is its own
-    transaction and a failed one stores nothing, so the outcome is the same whichever path ran.
+    backfill): DuckDB's typed JSON reader parses each line once. Anything else, or a direct pass
+    that finds a bad, repeated or known line, takes the staged path: stage and check every line,
+    then insert. Every attempt is its own transaction and a failed one stores nothing, so the
+    outcome is the same whichever path ran.
+
+    Archive rows keep the typed columns and `payload`; the whole line goes to `event` only with
+    `keep_event` ($GH_PIPELINE_ARCHIVE_FULL_EVENTS): GH Archive itself is the durable copy of the
+    line, and keeping it costs a second parse and about twice the stored bytes.
     """
     now = now or datetime.now(UTC)
     started = time.perf_counter()
@@ -183,16 +210,16 @@ def load_hour_file(
                 },
             ).fetchall()[0]
             if not live and not earlier:
-                result = _load_direct(conn, path, hour, now, expected_lines)
+                result = _load_direct(conn, path, hour, now, expected_lines, keep_event)
         if result is None:
             try:
                 method = "staged"
-                result = _load_staged(conn, path, hour, now, window)
+                result = _load_staged(conn, path, hour, now, window, keep_event)
             except duckdb.ConstraintException:
                 # An event of this hour stored with a created_at outside the window: check
                 # against every stored id instead (slower as history grows, always right).
                 method = "staged, all ids checked"
-                result = _load_staged(conn, path, hour, now, None)
+                result = _load_staged(conn, path, hour, now, None, keep_event)
     finally:
         # Back to DuckDB's default (nothing here configures another; SET with the value read
         # back would lose precision, DuckDB prints it rounded).

@@ -370,7 +370,9 @@ def _load_archive_hour(
             "swapped. Retry, or rebuild without the archive (--skip-archive) and backfill later."
         ) from exc
     try:
-        bulk_load.load_hour_file(conn, download.path, hour)
+        bulk_load.load_hour_file(
+            conn, download.path, hour, keep_event=settings.archive_full_events()
+        )
     finally:
         download.path.unlink(missing_ok=True)
 

@@ -13,6 +13,7 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,9 +215,21 @@ def test_an_hour_loads_every_event_once_and_a_rerun_adds_nothing(conn, tmp_path,
     assert warehouse.scalar(conn, "SELECT count(*) FROM raw_events") == len(ids)
 
 
-def test_the_whole_event_and_its_typed_columns_are_kept(conn, tmp_path: Path) -> None:
+@pytest.mark.parametrize("keep_event", [False, True])
+@pytest.mark.parametrize("one_pass", [False, True])
+def test_the_typed_columns_and_payload_are_kept_and_the_whole_event_on_request(
+    conn, tmp_path: Path, keep_event: bool, one_pass: bool
+) -> None:
     event = fixture_events("2024-01-01-15.json.gz")[0]
-    bulk_load.load_hour_file(conn, _copy("2024-01-01-15.json.gz", tmp_path), HOUR_6)
+    lines = len(fixture_lines("2024-01-01-15.json.gz"))
+    load = bulk_load.load_hour_file(
+        conn,
+        _copy("2024-01-01-15.json.gz", tmp_path),
+        HOUR_6,
+        expected_lines=lines if one_pass else None,
+        keep_event=keep_event,
+    )
+    assert load.method == ("direct" if one_pass else "staged")
     row = conn.execute(
         "SELECT event_type, strftime(created_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ'),"
         " actor_login, repo_id, repo_name, payload, event FROM raw_events WHERE event_id = $id",
@@ -229,7 +242,9 @@ def test_the_whole_event_and_its_typed_columns_are_kept(conn, tmp_path: Path) ->
         event["repo"]["id"],
         event["repo"]["name"],
     )
-    assert json.loads(row[5]) == event["payload"] and json.loads(row[6]) == event
+    assert json.loads(row[5]) == event["payload"]
+    # GH Archive keeps the line; the warehouse keeps it too only when asked to.
+    assert (json.loads(row[6]) if row[6] is not None else None) == (event if keep_event else None)
 
 
 def test_corrupt_lines_are_rejected_with_their_reason_and_the_rest_load(conn, tmp_path) -> None:
@@ -308,7 +323,10 @@ _COLUMNS = (
 )
 
 
-def test_a_fresh_hour_loads_in_one_pass_with_the_staged_result(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keep_event", [False, True])
+def test_a_fresh_hour_loads_in_one_pass_with_the_staged_result(
+    tmp_path: Path, keep_event: bool
+) -> None:
     name = "2021-07-21-9.json.gz"
     hour = ArchiveHour.from_partition_key("2021-07-21-09:00")
     lines = len(fixture_lines(name))
@@ -316,7 +334,9 @@ def test_a_fresh_hour_loads_in_one_pass_with_the_staged_result(tmp_path: Path) -
     for expected in (lines, None):
         c = warehouse.connect(tmp_path / f"w{expected}.duckdb")
         loads.append(
-            bulk_load.load_hour_file(c, _copy(name, tmp_path), hour, expected_lines=expected)
+            bulk_load.load_hour_file(
+                c, _copy(name, tmp_path), hour, expected_lines=expected, keep_event=keep_event
+            )
         )
         results.append(c.execute(_COLUMNS).fetchall())
         c.close()
@@ -329,6 +349,56 @@ def test_a_fresh_hour_loads_in_one_pass_with_the_staged_result(tmp_path: Path) -
     again = bulk_load.load_hour_file(c, _copy(name, tmp_path), hour, expected_lines=lines)
     assert (again.method, again.stats.new, again.stats.duplicates) == ("staged", 0, lines)
     c.close()
+
+
+_REJECTED_COLUMNS = "SELECT line_number, reason, raw_text FROM rejected_events ORDER BY 1"
+
+
+def _bad_lines(good: dict[str, Any]) -> dict[str, str]:
+    """One line of each kind the loader must not store as an event (or, empty, must skip)."""
+    valid_time = good["created_at"]
+    return {
+        "not JSON": '{"id": "31", "type": "PushEvent", "actor": {"login": "x"',
+        "an array": "[1, 2, 3]",
+        "a number": "42",
+        "no id": json.dumps({k: v for k, v in good.items() if k != "id"}),
+        "an object id": json.dumps(dict(good, id={"n": 1})),
+        "a numeric type": json.dumps(dict(good, id="990001", type=7)),
+        "a bad created_at": json.dumps(dict(good, id="990002", created_at="not a time")),
+        "no repo.name": json.dumps(dict(good, id="990003", repo={"id": 5})),
+        "a numeric id": json.dumps(dict(good, id=990004, created_at=valid_time)),
+        "an empty line": "",
+        "a repeated key": json.dumps(dict(good, id="990005"))[:-1] + ', "id": "990006"}',
+    }
+
+
+@pytest.mark.parametrize("kind", list(_bad_lines(fixture_events("2021-07-21-9.json.gz")[0])))
+def test_the_one_pass_and_the_staged_load_agree_on_every_kind_of_line(
+    tmp_path: Path, kind: str
+) -> None:
+    # The typed one-pass reader must store exactly what the staged line checks store, and leave
+    # every line they reject to them: a fresh hour with one odd line, loaded both ways.
+    lines = fixture_lines("2021-07-21-9.json.gz")
+    odd = _bad_lines(json.loads(lines[0]))[kind]
+    mixed = [*lines[:50], odd, *lines[50:]]
+    path = tmp_path / "odd.json.gz"
+    path.write_bytes(gz(mixed))
+    hour = ArchiveHour.from_partition_key("2021-07-21-09:00")
+    outcomes, methods = [], []
+    for expected in (len(mixed), None):
+        c = warehouse.connect(tmp_path / f"w{expected}.duckdb")
+        load = bulk_load.load_hour_file(c, path, hour, expected_lines=expected)
+        methods.append(load.method)
+        rows, rejected = c.execute(_COLUMNS).fetchall(), c.execute(_REJECTED_COLUMNS).fetchall()
+        outcomes.append((load.stats, rows, rejected))
+        c.close()
+    # Only a line both accept keeps the one pass; anything else gave way to the staged load.
+    assert methods == ["direct" if kind == "a numeric id" else "staged", "staged"]
+    assert outcomes[0] == outcomes[1]
+    _, rows, rejected = outcomes[0]
+    accepted = kind in ("a numeric id", "a repeated key")
+    assert len(rows) == len(lines) + (1 if accepted else 0)
+    assert len(rejected) == (0 if accepted or kind == "an empty line" else 1)
 
 
 def test_a_one_pass_load_is_one_step_of_seq_that_incremental_refreshes_take_whole(

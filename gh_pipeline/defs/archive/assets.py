@@ -32,6 +32,10 @@ class GHArchiveResource(dg.ConfigurableResource):
 
     base_url: str = settings.DEFAULT_GHARCHIVE_URL
     timeout_s: float = Field(default=60.0, description="Connect/read timeout per request.")
+    full_events: bool = Field(
+        default=False,
+        description="Keep each whole line in raw_events.event ($GH_PIPELINE_ARCHIVE_FULL_EVENTS).",
+    )
 
     @property
     def url(self) -> str:
@@ -77,7 +81,14 @@ def gharchive_hourly(
             ) from None
     try:
         with warehouse.connect() as conn:
-            load = load_hour_file(conn, download.path, hour, now=now, expected_lines=download.lines)
+            load = load_hour_file(
+                conn,
+                download.path,
+                hour,
+                now=now,
+                expected_lines=download.lines,
+                keep_event=gharchive.full_events,
+            )
             stored, rejected_total = stored_from_hour(conn, hour)
     finally:
         download.path.unlink(missing_ok=True)
@@ -125,7 +136,8 @@ def gharchive_definitions() -> dg.Definitions:
         assets=[gharchive_hourly],
         resources={
             GHARCHIVE_RESOURCE_KEY: GHArchiveResource(
-                base_url=env_or(settings.ENV_GHARCHIVE_URL, settings.DEFAULT_GHARCHIVE_URL)
+                base_url=env_or(settings.ENV_GHARCHIVE_URL, settings.DEFAULT_GHARCHIVE_URL),
+                full_events=settings.archive_full_events(),
             )
         },
     )
