@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 
+from gh_pipeline.archive.eras import era_of
 from gh_pipeline.archive.hours import SOURCE, ArchiveHour
 from gh_pipeline.warehouse import raw
 from gh_pipeline.warehouse.connection import Rollback, scalar, transaction
@@ -81,6 +82,44 @@ def dedup_window(hour: ArchiveHour) -> tuple[datetime, datetime]:
     return hour.start - DEDUP_MARGIN, hour.end + DEDUP_MARGIN
 
 
+_RECORD_HOUR_SQL = """
+INSERT OR REPLACE INTO archive_hours VALUES (
+    $hour_start, $poll_id, $era, $era_summary, $loaded_at, $method, $events, $new, $duplicates,
+    $rejected, $live, $in_both, $share
+)
+"""
+
+
+def _record_hour(
+    conn: duckdb.DuckDBPyConnection,
+    hour: ArchiveHour,
+    now: datetime,
+    method: str,
+    stats: LoadStats,
+    coverage: Coverage,
+) -> None:
+    """The hour's row in archive_hours, inside the load's own transaction."""
+    era = era_of(hour.start)
+    conn.execute(
+        _RECORD_HOUR_SQL,
+        {
+            "hour_start": hour.start,
+            "poll_id": hour.poll_id,
+            "era": era.name,
+            "era_summary": era.summary,
+            "loaded_at": now,
+            "method": method,
+            "events": stats.received,
+            "new": stats.new,
+            "duplicates": stats.duplicates,
+            "rejected": stats.rejected,
+            "live": coverage.live_events,
+            "in_both": coverage.in_both,
+            "share": coverage.live_share_in_archive,
+        },
+    )
+
+
 _FRESH_SQL = """
 SELECT count(*) FILTER (WHERE source = 'api' AND created_at >= $start AND created_at < $end),
        count(*) FILTER (WHERE poll_id = $poll_id)
@@ -129,6 +168,7 @@ def _load_direct(
                 LoadStats(received=new, new=new, duplicates=0, rejected=0),
                 Coverage(live_events=0, archive_events=in_hour, in_both=0),
             )
+            _record_hour(conn, hour, now, "direct", *outcome)
     except duckdb.ConstraintException:  # an id repeated in the file or stored elsewhere
         return None
     except duckdb.InvalidInputException:  # a line the staged path rejects with its reason
@@ -143,6 +183,7 @@ def _load_staged(
     now: datetime,
     window: tuple[datetime, datetime] | None,
     keep_event: bool,
+    method: str,
 ) -> tuple[LoadStats, Coverage]:
     with transaction(conn):
         received, rejected = raw.stage_ndjson(conn, path)
@@ -159,12 +200,12 @@ def _load_staged(
             keep_event=keep_event,
         )
         raw.drop_stage(conn)
-    return (
-        LoadStats(
+        stats = LoadStats(
             received=received, new=new, duplicates=received - rejected - new, rejected=rejected
-        ),
-        Coverage(live_events=int(live), archive_events=int(archive), in_both=int(both)),
-    )
+        )
+        coverage = Coverage(live_events=int(live), archive_events=int(archive), in_both=int(both))
+        _record_hour(conn, hour, now, method, stats, coverage)
+    return stats, coverage
 
 
 def load_hour_file(
@@ -214,12 +255,12 @@ def load_hour_file(
         if result is None:
             try:
                 method = "staged"
-                result = _load_staged(conn, path, hour, now, window, keep_event)
+                result = _load_staged(conn, path, hour, now, window, keep_event, method)
             except duckdb.ConstraintException:
                 # An event of this hour stored with a created_at outside the window: check
                 # against every stored id instead (slower as history grows, always right).
                 method = "staged, all ids checked"
-                result = _load_staged(conn, path, hour, now, None, keep_event)
+                result = _load_staged(conn, path, hour, now, None, keep_event, method)
     finally:
         # Back to DuckDB's default (nothing here configures another; SET with the value read
         # back would lose precision, DuckDB prints it rounded).

@@ -42,6 +42,7 @@ RAW_EVENTS = "raw_events"
 REJECTED_EVENTS = "rejected_events"
 POLL_LOG = "poll_log"
 POLL_GAPS = "poll_gaps"
+ARCHIVE_HOURS = "archive_hours"
 WATERMARKS = "incremental_watermarks"
 WATCH_EVENTS = "watch_events"
 PULL_REQUEST_EVENTS = "pull_request_events"
@@ -79,6 +80,7 @@ TABLES: tuple[Table, ...] = (
     Table(REJECTED_EVENTS, LIVE, "lines that were not a usable event, with the reason"),
     Table(POLL_LOG, LIVE, "one row per HTTP request of a poll"),
     Table(POLL_GAPS, LIVE, "polls that may have missed events"),
+    Table(ARCHIVE_HOURS, ARCHIVE, "each loaded GH Archive hour: its era, counts and live overlap"),
     Table(WATERMARKS, MODEL, "the highest source seq each derived table has folded in"),
     *(
         Table(

@@ -6,7 +6,12 @@ state are not here: their writer (gh_pipeline.model.metrics) recreates them whol
 
 import duckdb
 
-from gh_pipeline.warehouse.catalogue import FILTERED_TABLES, WATERMARKS, FilteredTable
+from gh_pipeline.warehouse.catalogue import (
+    ARCHIVE_HOURS,
+    FILTERED_TABLES,
+    WATERMARKS,
+    FilteredTable,
+)
 
 RAW_SCHEMA_SQL = """
 CREATE SEQUENCE IF NOT EXISTS raw_events_seq;
@@ -71,6 +76,24 @@ CREATE TABLE IF NOT EXISTS {WATERMARKS} (
     PRIMARY KEY (target, source)
 )"""
 
+# One row per GH Archive hour loaded (gh_pipeline.archive.bulk_load), replaced by each load of it.
+_ARCHIVE_HOURS_SQL = f"""
+CREATE TABLE IF NOT EXISTS {ARCHIVE_HOURS} (
+    hour_start              TIMESTAMPTZ PRIMARY KEY,
+    poll_id                 VARCHAR NOT NULL,
+    era                     VARCHAR NOT NULL,
+    era_summary             VARCHAR NOT NULL,
+    loaded_at               TIMESTAMPTZ NOT NULL,
+    load_method             VARCHAR NOT NULL,
+    events_in_file          BIGINT NOT NULL,
+    new_events              BIGINT NOT NULL,
+    already_stored          BIGINT NOT NULL,
+    rejected_lines          BIGINT NOT NULL,
+    live_events             BIGINT NOT NULL,  -- stored from live polls, created in the hour
+    live_events_in_file     BIGINT NOT NULL,  -- of those, how many the hour's file holds
+    live_share_in_archive   DOUBLE            -- their share; NULL when no live event overlaps
+)"""
+
 # The schema-drift baseline of gh_pipeline.ops.quality.
 _PROFILE_SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS schema_profile (
@@ -115,9 +138,11 @@ def filtered_ddl(table: FilteredTable, *, if_not_exists: bool = True) -> str:
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create whatever permanent table is missing: raw_events and its bookkeeping, the
-    watermarks, the filtered tables and the drift baseline. Idempotent and cheap."""
+    watermarks, the archive hours, the filtered tables and the drift baseline. Idempotent and
+    cheap."""
     conn.execute(RAW_SCHEMA_SQL)
     conn.execute(_WATERMARKS_SQL)
+    conn.execute(_ARCHIVE_HOURS_SQL)
     for table in FILTERED_TABLES.values():
         conn.execute(filtered_ddl(table))
     conn.execute(_PROFILE_SCHEMA_SQL)

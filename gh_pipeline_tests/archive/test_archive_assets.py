@@ -16,6 +16,7 @@ import pytest
 from gh_pipeline import settings, warehouse
 from gh_pipeline.defs.archive.assets import (
     GHARCHIVE_PARTITIONS,
+    HOURS_PER_RUN,
     GHArchiveResource,
     gharchive_hourly,
 )
@@ -34,6 +35,7 @@ from gh_pipeline_tests.support.archive_server import (
     Served,
     fixture_events,
     fixture_lines,
+    gz,
 )
 
 HOUR_6 = "2021-07-21-06:00"
@@ -289,3 +291,85 @@ def test_the_archive_job_refreshes_the_tables_downstream(
         rows = _query(data_dir, f"SELECT event_id, source FROM {table}")
         assert {r[0] for r in rows} == expected, table
         assert {r[1] for r in rows} <= {"gharchive"}
+
+
+def _materialize_range(
+    archive: ArchiveServer, data_dir: Path, first: str, last: str, instance: dg.DagsterInstance
+) -> dg.ExecuteInProcessResult:
+    """One run over a range of hours, as a backfill run of HOURS_PER_RUN hours is launched."""
+    return dg.materialize(
+        [gharchive_hourly],
+        resources=_resources(archive, data_dir),
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+        },
+        raise_on_error=False,
+    )
+
+
+def _per_hour_metadata(instance: dg.DagsterInstance) -> dict[str, dict[str, Any]]:
+    """The latest materialization metadata of every hour, as the instance recorded it."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=GHARCHIVE_HOURLY), limit=1000
+    ).records  # newest first
+    latest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        latest.setdefault(str(record.partition_key), {k: v.value for k, v in metadata.items()})
+    return latest
+
+
+def _materialized(instance: dg.DagsterInstance) -> set[str]:
+    return set(instance.get_materialized_partitions(GHARCHIVE_HOURLY))
+
+
+def test_backfills_run_many_hours_per_run() -> None:
+    policy = gharchive_hourly.backfill_policy
+    assert policy is not None and policy.max_partitions_per_run == HOURS_PER_RUN > 1
+
+
+def test_a_failed_hour_in_a_multi_hour_run_costs_only_that_hour(archive, data_dir: Path) -> None:
+    body = archive.files["2021-07-21-8.json.gz"].body
+    archive.files["2021-07-21-8.json.gz"] = Served(body[: len(body) // 2])  # truncated upload
+    lines = fixture_lines("2021-07-21-7.json.gz")
+    archive.files["2021-07-21-7.json.gz"] = Served(gz([*lines[:10], "{broken", *lines[10:]]))
+    instance = dg.DagsterInstance.ephemeral()
+    result = _materialize_range(archive, data_dir, "2021-07-21-06:00", "2021-07-21-09:00", instance)
+    # The run fails and says which hour and why; every other hour is stored and recorded as its
+    # own partition, with its own metadata.
+    assert not result.success
+    failure = _failure_text(result)
+    assert "1 of 4 hours were not loaded" in failure and "2021-07-21-08:00" in failure
+    assert "truncated gzip" in failure
+    assert _materialized(instance) == {"2021-07-21-06:00", "2021-07-21-07:00", "2021-07-21-09:00"}
+    per_hour = _per_hour_metadata(instance)
+    assert per_hour["2021-07-21-07:00"]["rejected_lines"] == 1  # the bad line costs only itself
+    assert per_hour["2021-07-21-07:00"]["new_events"] == len({json.loads(x)["id"] for x in lines})
+    assert per_hour["2021-07-21-06:00"]["era"] == "complete"
+    stored = dict(_query(data_dir, "SELECT poll_id, count(*) FROM raw_events GROUP BY poll_id"))
+    expected = {
+        f"gharchive:2021-07-21-{h}": len(
+            {e["id"] for e in fixture_events(f"2021-07-21-{h}.json.gz")}
+        )
+        for h in (6, 7, 9)
+    }
+    assert stored == expected
+    # GH Archive fixes the file; retrying the failed hour loads it, and the range again adds nothing.
+    archive.serve_fixture("2021-07-21-8.json.gz")
+    assert _materialize(archive, data_dir, "2021-07-21-08:00", instance).success
+    again = _materialize_range(archive, data_dir, "2021-07-21-06:00", "2021-07-21-09:00", instance)
+    assert again.success
+    assert {
+        e.materialization.metadata["new_events"].value
+        for e in again.get_asset_materialization_events()
+    } == {0}
+    total = sum(
+        len({e["id"] for e in fixture_events(f"2021-07-21-{h}.json.gz")}) for h in (6, 7, 8, 9)
+    )
+    assert _query(data_dir, "SELECT count(*) FROM raw_events") == [(total,)]
+    hours = _query(data_dir, "SELECT hour_start, era, new_events FROM archive_hours ORDER BY 1")
+    assert [(h.hour, era, new) for h, era, new in hours] == [
+        (h, "complete", 0) for h in (6, 7, 8, 9)
+    ]
