@@ -65,6 +65,12 @@ FIRST_EVENT_ID = 55_000_000_000  # 2025-sized numeric ids
 REPOS, ACTORS = 60_000, 90_000
 TARGET_RATIO = 0.6  # download + load against the bare pinned read_json of the .json.gz
 TARGET_RSS_MB = 2_000
+TARGET_BACKFILL_RATIO = 1.5  # backfill wall time against plain downloads + bare reads
+# Where each era's synthetic backfill day starts.
+BACKFILL_START = {
+    "pre-trim": datetime(2024, 3, 5, tzinfo=UTC),
+    "post-trim": datetime(2025, 11, 3, tzinfo=UTC),
+}
 # The columns a user reading GH Archive with DuckDB pins (the issue's own baseline).
 PINNED = (
     "{id: 'VARCHAR', type: 'VARCHAR', actor: 'JSON', repo: 'JSON', payload: 'JSON',"
@@ -117,7 +123,15 @@ def _zipf_cum_weights(n: int, q: float) -> list[float]:
     return list(itertools.accumulate(1.0 / (k + q) for k in range(n)))
 
 
-def generate(path: Path, events: int, seed: int, era: str = "post-trim") -> dict[str, Any]:
+def generate(
+    path: Path,
+    events: int,
+    seed: int,
+    era: str = "post-trim",
+    *,
+    hour: datetime = HOUR,
+    first_id: int = FIRST_EVENT_ID,
+) -> dict[str, Any]:
     rng = random.Random(seed)
     templates = load_templates(era)
     repo_cum, actor_cum = _zipf_cum_weights(REPOS, 100.0), _zipf_cum_weights(ACTORS, 10.0)
@@ -130,10 +144,10 @@ def generate(path: Path, events: int, seed: int, era: str = "post-trim") -> dict
             repo = bisect.bisect_left(repo_cum, rng.random() * repo_total)
             actor = bisect.bisect_left(actor_cum, rng.random() * actor_total)
             # Feed order with a little jitter, as GH Archive writes events as they arrive.
-            at = HOUR + timedelta(seconds=min(3599.0, max(0.0, i * step + rng.uniform(-2, 2))))
+            at = hour + timedelta(seconds=min(3599.0, max(0.0, i * step + rng.uniform(-2, 2))))
             line = (
                 rng.choice(templates)
-                .replace(_ID, str(FIRST_EVENT_ID + i))
+                .replace(_ID, str(first_id + i))
                 .replace(_TS, at.strftime("%Y-%m-%dT%H:%M:%SZ"))
                 .replace(_REPO_ID, str(10_000_000 + repo))
                 .replace(_REPO, f"owner{repo // 4}/repo-{repo}")
@@ -226,6 +240,147 @@ def phase_load(file: Path, db: Path) -> dict[str, Any]:
         "peak_rss_mb": _peak_rss_mb(),
         "warehouse_mb": db.stat().st_size / 1e6,
     }
+
+
+def _serve(directory: Path) -> ThreadingHTTPServer:
+    handler = functools.partial(_Quiet, directory=str(directory))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def phase_backfill(served: Path, db: Path) -> dict[str, Any]:
+    """The hours under `served` loaded through Dagster, as a backfill runs them: runs of
+    HOURS_PER_RUN hours (in process, so without the run launcher's process start)."""
+    import dagster as dg
+
+    from gh_pipeline.defs.archive.assets import HOURS_PER_RUN, GHArchiveResource, gharchive_hourly
+    from gh_pipeline.defs.warehouse.resources import PipelineStorage, Warehouse
+
+    names = sorted(p.name for p in served.glob("*.json.gz"))
+    keys = sorted(hours.ArchiveHour(_hour_of(name)).partition_key for name in names)
+    server = _serve(served)
+    resources = {
+        "gharchive": GHArchiveResource(base_url=f"http://127.0.0.1:{server.server_address[1]}"),
+        "warehouse": Warehouse(database=str(db)),
+        "storage": PipelineStorage(data_dir=str(db.parent / "data")),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    start = _usage()
+    runs = 0
+    try:
+        for at in range(0, len(keys), HOURS_PER_RUN):
+            chunk = keys[at : at + HOURS_PER_RUN]
+            result = dg.materialize(
+                [gharchive_hourly],
+                resources=resources,
+                instance=instance,
+                tags={
+                    "dagster/asset_partition_range_start": chunk[0],
+                    "dagster/asset_partition_range_end": chunk[-1],
+                },
+            )
+            runs += 1
+            assert result.success
+    finally:
+        server.shutdown()
+        server.server_close()
+    timing = _since(start)
+    conn = warehouse.connect(db, read_only=True)
+    stored = int(warehouse.scalar(conn, "SELECT count(*) FROM raw_events"))
+    conn.close()
+    materialized = len(instance.get_materialized_partitions(dg.AssetKey("gharchive_hourly")))
+    return {
+        "hours": len(keys),
+        "runs": runs,
+        "materialized": materialized,
+        "stored": stored,
+        **timing,
+        "peak_rss_mb": _peak_rss_mb(),
+        "warehouse_mb": db.stat().st_size / 1e6,
+    }
+
+
+def phase_bare_hours(served: Path, db: Path) -> dict[str, Any]:
+    """The same hours as a user would read them: a plain HTTP download of each .json.gz, then
+    DuckDB's pinned-column read_json of it into a table."""
+    server = _serve(served)
+    downloads = reads = 0.0
+    try:
+        with fetch.make_client() as client:
+            for i, name in enumerate(sorted(p.name for p in served.glob("*.json.gz"))):
+                target = db.parent / f"plain-{name}"
+                started = time.perf_counter()
+                with (
+                    client.stream(
+                        "GET", f"http://127.0.0.1:{server.server_address[1]}/{name}"
+                    ) as r,
+                    target.open("wb") as handle,
+                ):
+                    for chunk in r.iter_raw(fetch.CHUNK_BYTES):
+                        handle.write(chunk)
+                downloads += time.perf_counter() - started
+                conn = duckdb.connect(str(db))
+                started = time.perf_counter()
+                conn.execute(
+                    f"CREATE TABLE t{i} AS SELECT * FROM read_json($path, columns = {PINNED},"
+                    " format = 'newline_delimited')",
+                    {"path": str(target)},
+                )
+                reads += time.perf_counter() - started
+                conn.close()
+                target.unlink()
+    finally:
+        server.shutdown()
+        server.server_close()
+    return {"download_s": downloads, "read_s": reads, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _hour_of(name: str) -> datetime:
+    day, hour = name.removesuffix(".json.gz").rsplit("-", 1)
+    return datetime.fromisoformat(day).replace(hour=int(hour), tzinfo=UTC)
+
+
+def bench_backfill(work: Path, era: str, hours_n: int, events: int, seed: int) -> dict[str, Any]:
+    """A day (or `hours_n` hours) of history through Dagster, against plain download + read."""
+    served = work / f"backfill-v{GENERATOR_VERSION}-{era}-{hours_n}x{events}-{seed}"
+    served.mkdir(parents=True, exist_ok=True)
+    first = BACKFILL_START[era]
+    total_bytes = 0
+    for h in range(hours_n):
+        at = first + timedelta(hours=h)
+        path = served / hours.ArchiveHour(at).file_name
+        meta_path = served / f"{path.name}.meta.json"
+        if not (path.exists() and meta_path.exists()):
+            print(f"  generating {path.name} ...", flush=True)
+            meta = generate(
+                path, events, seed + h, era, hour=at, first_id=FIRST_EVENT_ID + h * 10_000_000
+            )
+            meta_path.write_text(json.dumps(meta), encoding="utf-8")
+        total_bytes += json.loads(meta_path.read_text(encoding="utf-8"))["bytes"]
+    print(
+        f"  {era} backfill: {hours_n} hours x {events:,} events ({total_bytes / 1e9:.1f} GB NDJSON)"
+    )
+    print("  plain download + bare pinned read_json of each hour ...", flush=True)
+    bare = _spawn("bare_hours", served, work / "bare_hours.duckdb")
+    print("  the backfill through Dagster ...", flush=True)
+    ours = _spawn("backfill", served, work / "backfill.duckdb")
+    baseline = bare["download_s"] + bare["read_s"]
+    ratio = ours["wall_s"] / baseline if baseline else 0.0
+    day_s = ours["wall_s"] * 24 / hours_n
+    print(
+        f"  baseline {baseline:.1f}s (downloads {bare['download_s']:.1f}s + reads "
+        f"{bare['read_s']:.1f}s); backfill {ours['wall_s']:.1f}s wall, {ours['cpu_s']:.1f} CPU-s "
+        f"in {ours['runs']} runs, {ours['stored']:,} events "
+        f"({_rate(ours['stored'], ours['wall_s']):,.0f}/s), {ours['materialized']} hours "
+        f"materialized; peak RSS {ours['peak_rss_mb']:,.0f} MB"
+    )
+    print(
+        f"  backfill / baseline: {ratio:.2f}x (target <= {TARGET_BACKFILL_RATIO}x: "
+        f"{'met' if ratio <= TARGET_BACKFILL_RATIO else 'NOT met'}); "
+        f"{day_s / 60:.1f} min of wall time per day of history"
+    )
+    return {"bare": bare, "backfill": ours, "ratio": ratio, "seconds_per_day": day_s}
 
 
 def _spawn(phase: str, file: Path, db: Path) -> dict[str, Any]:
@@ -339,7 +494,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each phase (medians)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dir", help="working directory (default <data_dir>/benchmarks/...)")
-    parser.add_argument("--worker", choices=("bare", "bare_pinned", "load"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--backfill-hours", type=int, default=24, help="hours in the Dagster backfill (0: skip)"
+    )
+    parser.add_argument(
+        "--backfill-events", type=int, default=DEFAULT_EVENTS, help="events per backfill hour"
+    )
+    parser.add_argument(
+        "--worker",
+        choices=("bare", "bare_pinned", "load", "backfill", "bare_hours"),
+        help=argparse.SUPPRESS,
+    )
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -348,6 +513,10 @@ def main(argv: list[str] | None = None) -> None:
         file, db = Path(args.file), Path(args.db)
         if args.worker == "load":
             print(json.dumps(phase_load(file, db)))
+        elif args.worker == "backfill":
+            print(json.dumps(phase_backfill(file, db)))
+        elif args.worker == "bare_hours":
+            print(json.dumps(phase_bare_hours(file, db)))
         else:
             print(json.dumps(phase_bare(file, db, pinned=args.worker == "bare_pinned")))
         return
@@ -355,7 +524,13 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(args.dir) if args.dir else settings.data_dir() / "benchmarks" / "archive_load"
     work.mkdir(parents=True, exist_ok=True)
     eras = ERAS if args.era == "both" else (args.era,)
-    results = {era: bench_era(work, era, args.events, args.seed, args.repeat) for era in eras}
+    results: dict[str, Any] = {}
+    for era in eras:
+        results[era] = bench_era(work, era, args.events, args.seed, args.repeat)
+        if args.backfill_hours > 0:
+            results[era]["backfill"] = bench_backfill(
+                work, era, args.backfill_hours, args.backfill_events, args.seed
+            )
     (work / "results.json").write_text(
         json.dumps({"measured_at": datetime.now(UTC).isoformat(), "eras": results}, indent=2),
         encoding="utf-8",
