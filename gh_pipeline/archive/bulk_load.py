@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -82,6 +83,11 @@ def dedup_window(hour: ArchiveHour) -> tuple[datetime, datetime]:
     return hour.start - DEDUP_MARGIN, hour.end + DEDUP_MARGIN
 
 
+def _rows_of(hour: ArchiveHour, now: datetime, keep_event: bool) -> dict[str, Any]:
+    """What every raw_events row of the hour carries, whichever way it is loaded."""
+    return {"poll_id": hour.poll_id, "source": SOURCE, "now": now, "keep_event": keep_event}
+
+
 _RECORD_HOUR_SQL = """
 INSERT OR REPLACE INTO archive_hours VALUES (
     $hour_start, $poll_id, $era, $era_summary, $loaded_at, $method, $events, $new, $duplicates,
@@ -147,13 +153,7 @@ def _load_direct(
     try:
         with transaction(conn):
             new = raw.insert_file_direct(
-                conn,
-                path,
-                poll_id=hour.poll_id,
-                source=SOURCE,
-                now=now,
-                window=window,
-                keep_event=keep_event,
+                conn, path, window=window, **_rows_of(hour, now, keep_event)
             )
             if new != lines:  # a rejected, repeated or empty line, or a known event: go staged
                 raise Rollback
@@ -191,14 +191,7 @@ def _load_staged(
         live, archive, both = conn.execute(
             _COVERAGE_SQL, {"start": hour.start, "end": hour.end}
         ).fetchall()[0]
-        new = raw.insert_staged(
-            conn,
-            poll_id=hour.poll_id,
-            source=SOURCE,
-            now=now,
-            window=window,
-            keep_event=keep_event,
-        )
+        new = raw.insert_staged(conn, window=window, **_rows_of(hour, now, keep_event))
         raw.drop_stage(conn)
         stats = LoadStats(
             received=received, new=new, duplicates=received - rejected - new, rejected=rejected

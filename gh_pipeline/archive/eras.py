@@ -27,6 +27,12 @@ _TRIM = (
     "gh_pipeline_tests/fixtures/README.md): PullRequestEvent.payload.pull_request keeps only "
     "url/id/number/head/base since 2025-10-07"
 )
+_TRIMMED = "one-page-crawl-trimmed"
+_TRIMMED_SUMMARY = (
+    "one page per crawl, and GitHub's trimmed payloads (no pull_request.created_at, title, "
+    "state; a merge is its own action)"
+)
+_TRIMMED_SOURCE = f"{_CRAWLER_CHANGE}; {_TRIM}"
 
 ERAS: tuple[Era, ...] = (
     Era(
@@ -48,26 +54,15 @@ ERAS: tuple[Era, ...] = (
         "(an event near the boundary can sit in the next hour's file)",
         _CRAWLER_CHANGE,
     ),
-    Era(
-        "one-page-crawl-trimmed",
-        datetime(2025, 10, 7, tzinfo=UTC),
-        "one page per crawl, and GitHub's trimmed payloads (no pull_request.created_at, title, "
-        "state; a merge is its own action)",
-        f"{_CRAWLER_CHANGE}; {_TRIM}",
-    ),
+    Era(_TRIMMED, datetime(2025, 10, 7, tzinfo=UTC), _TRIMMED_SUMMARY, _TRIMMED_SOURCE),
     Era(
         "outage",
         datetime(2025, 10, 8, tzinfo=UTC),
         "2025-10-08 to 2025-10-14: mostly lost; hours are missing or nearly empty",
         "this project's issue 15 (GH Archive's own files for those days; not re-checked here)",
     ),
-    Era(
-        "one-page-crawl-trimmed",
-        datetime(2025, 10, 15, tzinfo=UTC),
-        "one page per crawl, and GitHub's trimmed payloads (no pull_request.created_at, title, "
-        "state; a merge is its own action)",
-        f"{_CRAWLER_CHANGE}; {_TRIM}",
-    ),
+    # The trimmed era again once GH Archive came back after the outage.
+    Era(_TRIMMED, datetime(2025, 10, 15, tzinfo=UTC), _TRIMMED_SUMMARY, _TRIMMED_SOURCE),
 )
 
 
