@@ -13,6 +13,10 @@ ENV_API_URL = "GITHUB_API_URL"
 ENV_DATA_DIR = "GH_PIPELINE_DATA_DIR"
 ENV_RAW_RETENTION_DAYS = "GH_PIPELINE_RAW_RETENTION_DAYS"
 DEFAULT_RAW_RETENTION_DAYS = 30  # what GitHub keeps in its own feed
+ENV_CHART_REFRESH_MINUTES = "GH_PIPELINE_CHART_REFRESH_MINUTES"
+# A poll run redraws a chart only when the last one is this old: a chart costs 30-60 kB of
+# Dagster storage per copy, a poll run without charts a few kB (docs/operations.md).
+DEFAULT_CHART_REFRESH_MINUTES = 10
 ENV_GHARCHIVE_URL = "GHARCHIVE_URL"
 ENV_GHARCHIVE_START = "GHARCHIVE_START"
 DEFAULT_GHARCHIVE_URL = "https://data.gharchive.org"
@@ -60,6 +64,24 @@ def raw_retention_days(value: str | None = None) -> int | None:
             f" not {raw!r}"
         )
     return days or None
+
+
+def chart_refresh_minutes(value: str | None = None) -> int:
+    """Minutes between chart redraws in poll runs ($GH_PIPELINE_CHART_REFRESH_MINUTES, default
+    10); 0 redraws on every poll."""
+    raw = value if value is not None else os.environ.get(ENV_CHART_REFRESH_MINUTES, "")
+    if not raw.strip():
+        return DEFAULT_CHART_REFRESH_MINUTES
+    try:
+        minutes = int(raw.strip())
+    except ValueError:
+        minutes = -1
+    if minutes < 0:
+        raise ValueError(
+            f"{ENV_CHART_REFRESH_MINUTES} must be a whole number of minutes (0 redraws every poll),"
+            f" not {raw!r}"
+        )
+    return minutes
 
 
 def gharchive_url(value: str | None = None) -> str:
