@@ -17,6 +17,12 @@ ENV_CHART_REFRESH_MINUTES = "GH_PIPELINE_CHART_REFRESH_MINUTES"
 # A poll run redraws a chart only when the last one is this old: a chart costs 30-60 kB of
 # Dagster storage per copy, a poll run without charts a few kB (docs/operations.md).
 DEFAULT_CHART_REFRESH_MINUTES = 10
+ENV_RUN_RETENTION_DAYS = "GH_PIPELINE_RUN_RETENTION_DAYS"
+ENV_FAILED_RUN_RETENTION_DAYS = "GH_PIPELINE_FAILED_RUN_RETENTION_DAYS"
+# Dagster's own history: finished runs with their event logs and compute logs. A day of poll
+# runs is 1,440 runs; failures are kept longer, for a person to look at.
+DEFAULT_RUN_RETENTION_DAYS = 1
+DEFAULT_FAILED_RUN_RETENTION_DAYS = 14
 ENV_GHARCHIVE_URL = "GHARCHIVE_URL"
 ENV_GHARCHIVE_START = "GHARCHIVE_START"
 DEFAULT_GHARCHIVE_URL = "https://data.gharchive.org"
@@ -82,6 +88,25 @@ def chart_refresh_minutes(value: str | None = None) -> int:
             f" not {raw!r}"
         )
     return minutes
+
+
+def run_retention_days(failed: bool = False, value: str | None = None) -> int | None:
+    """Days Dagster keeps finished runs ($GH_PIPELINE_RUN_RETENTION_DAYS, default 1) or failed
+    runs ($GH_PIPELINE_FAILED_RUN_RETENTION_DAYS, default 14); None when set to 0 (forever)."""
+    name = ENV_FAILED_RUN_RETENTION_DAYS if failed else ENV_RUN_RETENTION_DAYS
+    default = DEFAULT_FAILED_RUN_RETENTION_DAYS if failed else DEFAULT_RUN_RETENTION_DAYS
+    raw = value if value is not None else os.environ.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        days = int(raw.strip())
+    except ValueError:
+        days = -1
+    if days < 0:
+        raise ValueError(
+            f"{name} must be a whole number of days (0 keeps runs forever), not {raw!r}"
+        )
+    return days or None
 
 
 def gharchive_url(value: str | None = None) -> str:
