@@ -2,6 +2,7 @@
 
     uv run python -m gh_pipeline_tests.benchmarks.soak                 # 300 polls, 10,000 runs
     uv run python -m gh_pipeline_tests.benchmarks.soak --polls 60 --ui-runs 2000
+    uv run python -m gh_pipeline_tests.benchmarks.soak --ui-only       # UI timing on the last soak
 
 Starts `uv run dagster dev` (the repository's dagster.yaml and workspace.yaml, in a fresh working
 directory under <data>/benchmarks/soak) against the fake GitHub feed at a 1 s poll interval, with
@@ -33,7 +34,6 @@ import statistics
 import threading
 import time
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,7 @@ def _ui_timings(work: Path, ui_runs: int, log: Path) -> dict[str, Any]:
         start = time.perf_counter()
         for i in range(max(0, ui_runs - existing)):
             template = polls[i % len(polls)]
-            instance.add_run(replace(template, run_id=str(uuid.uuid4())))
+            instance.add_run(template._replace(run_id=str(uuid.uuid4())))
         cloned_s = time.perf_counter() - start
         total = instance.get_runs_count()
     port = free_port()
@@ -214,10 +214,18 @@ def main() -> None:
     parser.add_argument(
         "--data-dir", default=None, help="where benchmark output goes (default ./data)"
     )
+    parser.add_argument(
+        "--ui-only",
+        action="store_true",
+        help="only the UI timing, on the history a previous soak left in <data>/benchmarks/soak",
+    )
     args = parser.parse_args()
 
     out_dir = settings.data_dir(args.data_dir).resolve() / "benchmarks"
     work = out_dir / "soak"
+    if args.ui_only:
+        print(json.dumps(_ui_timings(work, args.ui_runs, out_dir / "soak-webserver.log"), indent=2))
+        return
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -368,12 +376,16 @@ def main() -> None:
         "projection_30d": projection,
         "samples": samples,
     }
+    _report(result, out_dir)
     if args.ui_runs:
         result["ui"] = _ui_timings(work, args.ui_runs, out_dir / "soak-webserver.log")
         os.chdir(cwd)
+        _report(result, out_dir)
 
+
+def _report(result: dict[str, Any], out_dir: Path) -> None:
     printable = {k: v for k, v in result.items() if k != "samples"}
-    print(json.dumps(printable, indent=2))
+    print(json.dumps(printable, indent=2), flush=True)
     (out_dir / "soak.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
 
 
