@@ -13,6 +13,16 @@ ENV_API_URL = "GITHUB_API_URL"
 ENV_DATA_DIR = "GH_PIPELINE_DATA_DIR"
 ENV_RAW_RETENTION_DAYS = "GH_PIPELINE_RAW_RETENTION_DAYS"
 DEFAULT_RAW_RETENTION_DAYS = 30  # what GitHub keeps in its own feed
+ENV_CHART_REFRESH_MINUTES = "GH_PIPELINE_CHART_REFRESH_MINUTES"
+# A poll run redraws a chart only when the last one is this old: a chart costs 30-60 kB of
+# Dagster storage per copy, a poll run without charts a few kB (docs/operations.md).
+DEFAULT_CHART_REFRESH_MINUTES = 10
+ENV_RUN_RETENTION_DAYS = "GH_PIPELINE_RUN_RETENTION_DAYS"
+ENV_FAILED_RUN_RETENTION_DAYS = "GH_PIPELINE_FAILED_RUN_RETENTION_DAYS"
+# Dagster's own history: finished runs with their event logs and compute logs. A day of poll
+# runs is 1,440 runs; failures are kept longer, for a person to look at.
+DEFAULT_RUN_RETENTION_DAYS = 1
+DEFAULT_FAILED_RUN_RETENTION_DAYS = 14
 ENV_GHARCHIVE_URL = "GHARCHIVE_URL"
 ENV_GHARCHIVE_START = "GHARCHIVE_START"
 ENV_ARCHIVE_FULL_EVENTS = "GH_PIPELINE_ARCHIVE_FULL_EVENTS"
@@ -59,6 +69,43 @@ def raw_retention_days(value: str | None = None) -> int | None:
         raise ValueError(
             f"{ENV_RAW_RETENTION_DAYS} must be a whole number of days (0 keeps raw JSON forever),"
             f" not {raw!r}"
+        )
+    return days or None
+
+
+def chart_refresh_minutes(value: str | None = None) -> int:
+    """Minutes between chart redraws in poll runs ($GH_PIPELINE_CHART_REFRESH_MINUTES, default
+    10); 0 redraws on every poll."""
+    raw = value if value is not None else os.environ.get(ENV_CHART_REFRESH_MINUTES, "")
+    if not raw.strip():
+        return DEFAULT_CHART_REFRESH_MINUTES
+    try:
+        minutes = int(raw.strip())
+    except ValueError:
+        minutes = -1
+    if minutes < 0:
+        raise ValueError(
+            f"{ENV_CHART_REFRESH_MINUTES} must be a whole number of minutes (0 redraws every poll),"
+            f" not {raw!r}"
+        )
+    return minutes
+
+
+def run_retention_days(failed: bool = False, value: str | None = None) -> int | None:
+    """Days Dagster keeps finished runs ($GH_PIPELINE_RUN_RETENTION_DAYS, default 1) or failed
+    runs ($GH_PIPELINE_FAILED_RUN_RETENTION_DAYS, default 14); None when set to 0 (forever)."""
+    name = ENV_FAILED_RUN_RETENTION_DAYS if failed else ENV_RUN_RETENTION_DAYS
+    default = DEFAULT_FAILED_RUN_RETENTION_DAYS if failed else DEFAULT_RUN_RETENTION_DAYS
+    raw = value if value is not None else os.environ.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        days = int(raw.strip())
+    except ValueError:
+        days = -1
+    if days < 0:
+        raise ValueError(
+            f"{name} must be a whole number of days (0 keeps runs forever), not {raw!r}"
         )
     return days or None
 

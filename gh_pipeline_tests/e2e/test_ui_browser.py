@@ -195,6 +195,9 @@ def test_charts_render_in_the_dagster_ui(tmp_path: Path) -> None:
             "DAGSTER_HOME": str(home),
             "GH_PIPELINE_DATA_DIR": str(data),
             "GITHUB_API_URL": fake.url,
+            # Both polls draw raw_events' chart (by default a poll run redraws it only every
+            # 10 min; gh_pipeline_tests/defs/test_poll_run_storage.py covers that default).
+            "GH_PIPELINE_CHART_REFRESH_MINUTES": "0",
         }
         for key, value in env.items():
             mp.setenv(key, value)

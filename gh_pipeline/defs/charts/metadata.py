@@ -1,11 +1,17 @@
+import time
 from typing import Any
 
 import altair as alt
 import dagster as dg
 
+from gh_pipeline import settings
 from gh_pipeline.charts.render import chart_entries
+from gh_pipeline.defs.live.jobs import POLL_TAG
 
 CHART_ENTRY = "chart"
+# When the chart on an asset's materialisations was last drawn (on every materialisation of an
+# asset whose poll runs skip the drawing in between, e.g. raw_events).
+CHART_DRAWN_AT = "chart_drawn_at"
 
 
 def chart_metadata(chart: alt.TopLevelMixin, name: str = CHART_ENTRY) -> dict[str, Any]:
@@ -21,3 +27,36 @@ def chart_metadata(chart: alt.TopLevelMixin, name: str = CHART_ENTRY) -> dict[st
         name: dg.MetadataValue.md(entries[name]),
         f"{name}_spec": dg.MetadataValue.json(entries[f"{name}_spec"]),
     }
+
+
+def last_chart_drawn_at(instance: dg.DagsterInstance, key: dg.AssetKey) -> float | None:
+    """When the chart on `key`'s latest materialisation was drawn (None: never, or unknown)."""
+    event = instance.get_latest_materialization_event(key)
+    materialization = event.asset_materialization if event is not None else None
+    if materialization is None:
+        return None
+    value = materialization.metadata.get(CHART_DRAWN_AT)
+    return float(value.value) if value is not None else None
+
+
+def chart_due(context: dg.AssetExecutionContext, key: dg.AssetKey, *, now: float) -> bool:
+    """Whether this run draws `key`'s chart. A poll run draws it only when the last one is
+    $GH_PIPELINE_CHART_REFRESH_MINUTES old: each chart is 30-60 kB in Dagster's event log, ten
+    times a poll run's other events. Every other run (a materialisation from the UI, an archive
+    hour, a rebuild) draws it."""
+    if POLL_TAG not in context.run.tags:
+        return True
+    minutes = settings.chart_refresh_minutes()
+    if minutes == 0:
+        return True
+    drawn = last_chart_drawn_at(context.instance, key)
+    return drawn is None or now - drawn >= minutes * 60
+
+
+def add_chart(context: dg.AssetExecutionContext, chart: alt.TopLevelMixin) -> None:
+    """Put the chart on the asset's materialisation only. Metadata returned in a MaterializeResult
+    is stored twice (Dagster copies it into the STEP_OUTPUT event too); asset metadata added
+    through the context goes into the ASSET_MATERIALIZATION event alone."""
+    context.add_asset_metadata(
+        {**chart_metadata(chart), CHART_DRAWN_AT: dg.MetadataValue.timestamp(time.time())}
+    )

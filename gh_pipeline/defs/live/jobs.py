@@ -21,5 +21,8 @@ poll_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(RAW_EVENTS).downstream(),
     executor_def=dg.in_process_executor,
     tags={POLL_TAG: "true"},
+    # The run's console copy of its events (DEBUG by default) lands in the compute logs: ~13 kB a
+    # poll run of lines the event log already holds. INFO keeps warnings and the poll summary.
+    config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
     description="Poll GitHub /events once and refresh the filtered and metric tables.",
 )

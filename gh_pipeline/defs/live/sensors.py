@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from gh_pipeline.defs.live.jobs import IN_FLIGHT_STATUSES, POLL_JOB_NAME, poll_job
+from gh_pipeline.defs.ops.stale_runs import resolve_stale_runs
 from gh_pipeline.defs.warehouse.resources import PipelineStorage
 from gh_pipeline.live import poll_state, polling
 
@@ -38,6 +39,12 @@ def github_events_sensor(
     context: dg.SensorEvaluationContext, storage: PipelineStorage
 ) -> dg.RunRequest | dg.SkipReason:
     """Launches a poll of GitHub /events as soon as GitHub and the rate budget allow the next one."""
+    # After a crash, runs whose process died would block every poll until run monitoring's
+    # timeouts (180 s to start, POLL_RUN_MAX_RUNTIME_S to finish): resolve them first.
+    for stale in resolve_stale_runs(context.instance):
+        context.log.warning(
+            f"marked {stale.job_name} run {stale.run_id} ({stale.status}) failed: {stale.reason}"
+        )
     now = datetime.now(UTC)
     cursor = json.loads(context.cursor) if context.cursor else {}
     last_launch = cursor.get("last_launch_at")

@@ -1,0 +1,135 @@
+"""Runs whose process died (a kill -9 of `dagster dev`, a crashed machine) resolved within
+seconds instead of after run monitoring's start timeout or the run's max runtime.
+
+With Dagster's default run launcher every run worker is a process on this machine, and it
+records its pid ("Started process for run (pid: N)") when it starts. A STARTED run whose worker
+is gone, or a STARTING run launched before this process started whose worker never reported,
+cannot finish: it is marked failed with a message saying why, and its pool slots are freed so
+the warehouse pool and the one-poll-at-a-time limit let the next run through. QUEUED runs have
+no process by design: the queue launches them once the stale runs are resolved."""
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.launcher import DefaultRunLauncher
+
+# A worker posts its pid a few seconds after launch; a run launched before this process started
+# and still silent this long after its launch has no worker.
+STARTING_GRACE_S = 20.0
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _boot_time() -> float | None:
+    try:
+        for line in Path("/proc/stat").read_text(encoding="ascii").splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def process_start_time(pid: int) -> float | None:
+    """When process `pid` started (epoch seconds), None if no such process. Uses /proc where
+    there is one (so a reused pid is told apart by its start time), else only liveness."""
+    stat = Path(f"/proc/{pid}/stat")
+    boot = _boot_time()
+    if boot is not None:
+        try:
+            fields = stat.read_text(encoding="ascii").rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        # Field 22 of /proc/<pid>/stat (the 20th after the command name): start in clock ticks.
+        return boot + int(fields[19]) / _CLOCK_TICKS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return 0.0
+
+
+_THIS_PROCESS_STARTED_AT = process_start_time(os.getpid()) or time.time()
+
+
+@dataclass(frozen=True)
+class StaleRun:
+    run_id: str
+    job_name: str
+    status: str
+    reason: str
+
+
+def _worker(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
+    """The pid the run's worker reported, and when it reported it."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, ascending=False, limit=50
+    ).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        data = event.engine_event_data if event is not None else None
+        pid = data.metadata.get("pid") if data is not None else None
+        if pid is not None and "Started process for run" in (event.message or ""):
+            return int(str(pid.value)), record.event_log_entry.timestamp
+    return None
+
+
+def _why_stale(
+    instance: dg.DagsterInstance, record: dg.RunRecord, *, now: float, started_at: float
+) -> str | None:
+    run = record.dagster_run
+    worker = _worker(instance, run.run_id)
+    if worker is not None:
+        pid, reported_at = worker
+        began = process_start_time(pid)
+        # A live process that began after the worker reported is another process reusing the pid.
+        if began is not None and began <= reported_at + 1.0:
+            return None
+        return f"its run worker (pid {pid}) is no longer running"
+    launched = record.create_timestamp.timestamp()
+    stats = instance.get_run_stats(run.run_id)
+    if stats.launch_time:
+        launched = stats.launch_time
+    if launched >= started_at or now - launched < STARTING_GRACE_S:
+        return None
+    return (
+        f"it was launched at {time.strftime('%H:%M:%S', time.gmtime(launched))} UTC, before "
+        "dagster dev last started, and no run worker ever reported for it"
+    )
+
+
+def resolve_stale_runs(
+    instance: dg.DagsterInstance, *, now: float | None = None, started_at: float | None = None
+) -> list[StaleRun]:
+    """Mark failed every STARTING or STARTED run whose worker process is gone; free its slots."""
+    if not isinstance(instance.run_launcher, DefaultRunLauncher):
+        return []  # workers elsewhere (containers, other hosts): run monitoring's timeouts apply
+    now = time.time() if now is None else now
+    started_at = _THIS_PROCESS_STARTED_AT if started_at is None else started_at
+    resolved: list[StaleRun] = []
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]),
+        limit=100,
+    )
+    for record in records:
+        run = record.dagster_run
+        reason = _why_stale(instance, record, now=now, started_at=started_at)
+        if reason is None:
+            continue
+        current = instance.get_run_by_id(run.run_id)
+        if current is None or current.status != run.status:
+            continue  # it moved on while we looked
+        instance.report_run_failed(
+            run,
+            f"Run marked failed by gh_pipeline: it was {run.status.value} but {reason} "
+            "(dagster dev was probably killed). Nothing of an unfinished poll is lost: each "
+            "write is one transaction, and the next poll fetches the feed again.",
+        )
+        if instance.event_log_storage.supports_global_concurrency_limits:
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        resolved.append(StaleRun(run.run_id, run.job_name, run.status.value, reason))
+    return resolved
