@@ -5,7 +5,9 @@ import duckdb
 import pytest
 
 from gh_pipeline import settings, warehouse
+from gh_pipeline_tests.support import system_packages
 from gh_pipeline_tests.support.fake_github import FakeGitHub
+from gh_pipeline_tests.support.postgres_server import PostgresServer, postgres_server
 
 
 @pytest.fixture
@@ -40,3 +42,11 @@ def no_real_gh_archive() -> Iterator[None]:
     patch.setenv("GHARCHIVE_URL", "http://127.0.0.1:9")
     yield
     patch.undo()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (127.0.0.1, a free port); tests make their own
+    databases in it with `create_database()`."""
+    with postgres_server(system_packages.require(system_packages.POSTGRESQL)) as server:
+        yield server

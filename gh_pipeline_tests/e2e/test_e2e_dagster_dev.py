@@ -1,9 +1,8 @@
-"""The README's main command, for real: `dagster dev` with the repository's dagster.yaml and
-workspace.yaml, no DAGSTER_HOME, polling a fake GitHub; then a restart keeps history."""
+"""The README's main command, for real: `dagster dev` with the repository's instance file and
+workspace.yaml polling a fake GitHub; then a restart keeps history. Both instance files: dagster.yaml
+(SQLite, no DAGSTER_HOME) and deploy/postgres/dagster.yaml (a real PostgreSQL server)."""
 
 import itertools
-import shutil
-import sqlite3
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,12 +13,12 @@ import pytest
 from gh_pipeline.defs.live.jobs import POLL_JOB_NAME
 from gh_pipeline_tests.support.dagster_process import (
     BIN,
-    REPO_ROOT,
     base_env,
     free_port,
     running,
     wait_for,
 )
+from gh_pipeline_tests.support.dagster_storage import DagsterStorage
 from gh_pipeline_tests.support.fake_github import (
     FakeGitHub,
     load_recorded,
@@ -31,45 +30,22 @@ from gh_pipeline_tests.support.fake_github import (
 pytestmark = pytest.mark.timeout(600)
 
 
-def _project_copy(tmp_path: Path) -> Path:
-    """A working directory with the repository's instance and workspace files (relative paths in
-    dagster.yaml then resolve below it, as they do below a fresh clone)."""
-    work = tmp_path / "work"
-    work.mkdir()
-    for name in ("dagster.yaml", "workspace.yaml"):
-        shutil.copy(REPO_ROOT / name, work / name)
-    return work
-
-
-def _runs(work: Path, job: str | None = None) -> list[tuple[str, str]]:
-    db = work / "data" / "dagster_home" / "storage" / "history" / "runs.db"
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(db) as conn:
-            rows = conn.execute(
-                "SELECT run_id, status FROM runs WHERE ? IS NULL OR pipeline_name = ?"
-                " ORDER BY create_timestamp",
-                (job, job),
-            ).fetchall()
-    except sqlite3.OperationalError:  # the schema is still being created
-        return []
-    return [(row[0], row[1]) for row in rows]
-
-
-def _successes(work: Path) -> int:
+def _successes(storage: DagsterStorage, work: Path) -> int:
     # Poll runs only: a scheduled quality-check run that happens to finish in between must not
     # count as the poll that stores the events pushed meanwhile.
-    return sum(status == "SUCCESS" for _, status in _runs(work, POLL_JOB_NAME))
+    return sum(status == "SUCCESS" for _, status in storage.runs(work, POLL_JOB_NAME))
 
 
-def _progress(work: Path, log: Path) -> str:
+def _progress(storage: DagsterStorage, work: Path, log: Path) -> str:
     """What a timeout should show: every run with its job and status, and the log's tail."""
     tail = log.read_text(encoding="utf-8", errors="replace")[-4000:] if log.exists() else ""
-    return f"runs: {_runs(work)}\npoll runs: {_runs(work, POLL_JOB_NAME)}\n{tail}"
+    return f"runs: {storage.runs(work)}\npoll runs: {storage.runs(work, POLL_JOB_NAME)}\n{tail}"
 
 
-def test_dagster_dev_polls_unattended_and_survives_restart(tmp_path: Path) -> None:
+def test_dagster_dev_polls_unattended_and_survives_restart(
+    tmp_path: Path, dagster_storage: DagsterStorage
+) -> None:
+    storage = dagster_storage
     now = datetime.now().astimezone()
     # Real events in today's trimmed shape; the 2019 feed re-dated into the last minutes so the
     # look-back windows have something to count; duckdb/duckdb keeps its real 2023 timestamps.
@@ -82,27 +58,27 @@ def test_dagster_dev_polls_unattended_and_survives_restart(tmp_path: Path) -> No
     )
     served = live + duckdb_repo + later
 
-    work = _project_copy(tmp_path)
+    work = storage.project_copy(tmp_path)
     port = free_port()
     with FakeGitHub(live + duckdb_repo, poll_interval=3) as fake:
-        env = base_env(GITHUB_API_URL=fake.url)
+        env = base_env(GITHUB_API_URL=fake.url, **storage.env(work))
         args = [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(port)]
         log = tmp_path / "dagster-dev.log"
         with running(args, cwd=work, env=env, log=log):
             wait_for(
-                lambda: _successes(work) >= 1,
+                lambda: _successes(storage, work) >= 1,
                 timeout_s=240,
                 what="the first poll run",
-                describe=lambda: _progress(work, log),
+                describe=lambda: _progress(storage, work, log),
             )
             fake.push(later)
             wait_for(
-                lambda: _successes(work) >= 2,
+                lambda: _successes(storage, work) >= 2,
                 timeout_s=120,
                 what="a second poll run",
-                describe=lambda: _progress(work, log),
+                describe=lambda: _progress(storage, work, log),
             )
-        first_session = _runs(work)
+        first_session = storage.runs(work)
         statuses = [status for _, status in first_session]
         assert "FAILURE" not in statuses, log.read_text(encoding="utf-8")[-3000:]
 
@@ -110,16 +86,19 @@ def test_dagster_dev_polls_unattended_and_survives_restart(tmp_path: Path) -> No
         warehouse = work / "data" / "warehouse.duckdb"
         assert warehouse.exists()
         assert not list(work.glob(".tmp_dagster_home_*/storage"))
+        # The run history is in the storage under test, and only there.
+        sqlite_runs = work / "data" / "dagster_home" / "storage" / "history" / "runs.db"
+        assert sqlite_runs.exists() == (storage.name == "sqlite")
 
-        polls_before = _successes(work)
+        polls_before = _successes(storage, work)
         with running(args, cwd=work, env=env, log=log):
             wait_for(
-                lambda: _successes(work) > polls_before,
+                lambda: _successes(storage, work) > polls_before,
                 timeout_s=240,
                 what="a poll after restart",
-                describe=lambda: _progress(work, log),
+                describe=lambda: _progress(storage, work, log),
             )
-        after = _runs(work)
+        after = storage.runs(work)
         # History survived the restart: the same runs, and what had succeeded still has.
         assert [run_id for run_id, _ in after[: len(first_session)]] == [
             run_id for run_id, _ in first_session

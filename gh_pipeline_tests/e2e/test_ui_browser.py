@@ -32,8 +32,8 @@ from gh_pipeline_tests.support.fake_github import (
 
 pytestmark = pytest.mark.timeout(600)
 
-CHROMIUM = "/usr/bin/chromium"
-# Playwright cannot download its own browser here; Debian's chromium runs headless, offline.
+# Playwright cannot download its own browser here; Debian's chromium (the `chromium` fixture
+# installs it when it can) runs headless, offline.
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -180,7 +180,7 @@ def _check_lineage(page: Page, base_url: str) -> None:
     assert lefts["ingest"] < lefts["filtered"] < lefts["metrics"], lefts
 
 
-def test_charts_render_in_the_dagster_ui(tmp_path: Path) -> None:
+def test_charts_render_in_the_dagster_ui(tmp_path: Path, chromium: Path) -> None:
     home, data = tmp_path / "dagster_home", tmp_path / "data"
     _write_instance_yaml(home)
     now = datetime.now(UTC)
@@ -229,7 +229,9 @@ def test_charts_render_in_the_dagster_ui(tmp_path: Path) -> None:
             assert server.poll() is None, log.read_text(encoding="utf-8")
 
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                browser = playwright.chromium.launch(
+                    executable_path=str(chromium), args=CHROMIUM_ARGS
+                )
                 try:
                     for scheme in ("light", "dark"):
                         context = browser.new_context(
