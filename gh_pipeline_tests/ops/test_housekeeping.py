@@ -1,5 +1,6 @@
-"""Housekeeping of Dagster's own history on a real persistent instance (SQLite storage, local
-compute logs): real poll runs against the fake GitHub, checked through Dagster's APIs."""
+"""Housekeeping of Dagster's own history on a real persistent instance (SQLite files or a real
+PostgreSQL, local compute logs): real poll runs against the fake GitHub, checked through Dagster's
+APIs."""
 
 from collections.abc import Iterator
 from datetime import timedelta
@@ -38,15 +39,27 @@ ASSETS = (
 )
 
 
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+@pytest.fixture(params=["sqlite", "postgres"])
+def instance(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    """A persistent instance on each storage the project supports: SQLite files (dagster.yaml)
+    or a real PostgreSQL database (deploy/postgres/dagster.yaml's storage block)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(
-        f"""\
+    if request.param == "sqlite":
+        storage = f"""\
 storage:
   sqlite:
     base_dir: {home / "storage"}
+"""
+    else:
+        database = request.getfixturevalue("postgres").create_database()
+        for key, value in database.env().items():
+            request.getfixturevalue("monkeypatch").setenv(key, value)
+        storage = (REPO / "deploy" / "postgres" / "dagster.yaml").read_text(encoding="utf-8")
+        storage = storage[storage.index("storage:") : storage.index("local_artifact_storage:")]
+    (home / "dagster.yaml").write_text(
+        f"""\
+{storage}
 compute_logs:
   module: dagster._core.storage.local_compute_log_manager
   class: LocalComputeLogManager
@@ -58,6 +71,8 @@ telemetry:
         encoding="utf-8",
     )
     with dg.DagsterInstance.from_config(str(home)) as inst:
+        kind = type(inst.run_storage).__name__
+        assert kind == ("SqliteRunStorage" if request.param == "sqlite" else "PostgresRunStorage")
         yield inst
 
 
@@ -71,7 +86,11 @@ def _latest(instance: dg.DagsterInstance) -> dict[str, tuple[int, str]]:
 
 
 def _run_files(instance: dg.DagsterInstance, home: Path, run_id: str) -> list[Path]:
-    return [home / "storage" / "history" / "runs" / f"{run_id}.db", home / "logs" / run_id]
+    """What a run leaves on disk: its compute logs, and on SQLite its own event-log file."""
+    files = [home / "logs" / run_id]
+    if (home / "storage").exists():
+        files.append(home / "storage" / "history" / "runs" / f"{run_id}.db")
+    return files
 
 
 def test_housekeeping_deletes_exactly_the_runs_past_the_window(
