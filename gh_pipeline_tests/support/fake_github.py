@@ -367,6 +367,27 @@ def numbered_feed(
     return redate(out, newest=newest or datetime.now(UTC), step_s=step_s)
 
 
+def repo_feed(
+    repo: str,
+    count: int,
+    *,
+    serial: int,
+    newest: datetime | None = None,
+    step_s: float = 1.0,
+    repo_id: int = 1,
+) -> list[dict[str, Any]]:
+    """`count` real recorded events re-attributed to `repo` (numbered_feed otherwise): what the
+    repository's own feed would release, newest first."""
+    events = numbered_feed(count, serial=serial, newest=newest, step_s=step_s)
+    for event in events:
+        event["repo"] = {
+            "id": repo_id,
+            "name": repo,
+            "url": f"https://api.github.com/repos/{repo}",
+        }
+    return events
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
