@@ -3,6 +3,10 @@ per-repository polling with its own ETag and X-Poll-Interval, the shared budget,
 events stored once by id, and coverage (complete since, gaps)."""
 
 import itertools
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,10 +15,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from gh_pipeline import settings
+from gh_pipeline import settings, warehouse
 from gh_pipeline.live import coverage, ingest, poll_state, watched
 from gh_pipeline.live.github_client import GitHubEventsClient
-from gh_pipeline_tests.support.fake_github import FakeGitHub, repo_feed
+from gh_pipeline_tests.support.fake_github import FakeGitHub, Fault, repo_feed
 
 
 def _no_sleep(seconds: float) -> None:
@@ -345,3 +349,126 @@ def test_removing_a_repository_keeps_what_was_stored_and_marks_it_unwatched(
     _round(fake, conn, data_dir, ["o/a", "o/b"], "run3")
     again = coverage.coverage(conn, "o/b")
     assert again is not None and again.status == coverage.OK
+
+
+# -- crash safety -----------------------------------------------------------------------------
+_CRASH_CHILD = """
+import os
+import signal
+import sys
+from pathlib import Path
+
+from gh_pipeline import settings, warehouse
+from gh_pipeline.live import landing, poll_state, watched
+from gh_pipeline.live.github_client import GitHubEventsClient
+from gh_pipeline.warehouse import raw
+
+api_url, data_dir, run_id, kill_at = sys.argv[1:]
+
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def after(function):
+    def wrapped(*args, **kwargs):
+        result = function(*args, **kwargs)
+        die()
+        return result
+
+    return wrapped
+
+
+if kill_at == "after_landing":
+    landing.write_landing_file = after(landing.write_landing_file)
+elif kill_at == "inside_transaction":
+    raw.load_staged = after(raw.load_staged)
+elif kill_at == "before_state_save":
+    save = poll_state.save_state
+
+    def save_or_die(state_dir, state, name=poll_state.STATE_FILE):
+        if name != poll_state.STATE_FILE:  # the repository's state, not the global feed's
+            die()
+        save(state_dir, state, name)
+
+    poll_state.save_state = save_or_die
+
+conn = warehouse.connect(settings.warehouse_path(data_dir))
+with GitHubEventsClient(api_url=api_url) as client:
+    watched.poll_round(
+        client=client, conn=conn, data_dir=Path(data_dir), run_id=run_id, repos=["o/r"],
+        sleep=lambda s: None,
+    )
+print("completed without being killed", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    "kill_at", ["mid_request", "after_landing", "inside_transaction", "before_state_save"]
+)
+def test_kill_9_during_a_repository_poll_loses_nothing_and_stores_nothing_twice(
+    fake: FakeGitHub, data_dir: Path, tmp_path: Path, kill_at: str
+) -> None:
+    repo_root = Path(__file__).resolve().parents[2]
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    fake.add_repo("o/r", repo_feed("o/r", 100, serial=1, newest=t0 - timedelta(hours=1)))
+    conn = warehouse.connect(settings.warehouse_path(data_dir))
+    _round(fake, conn, data_dir, ["o/r"], "run1")
+    before = coverage.coverage(conn, "o/r")
+    conn.close()  # DuckDB allows one writing process: the child takes the file now
+    state_dir = settings.state_dir(data_dir)
+    repo_state = ingest.Feed("o/r").state_name
+    # Only the repository is due in the crashing round.
+    _allow_now(data_dir, ["o/r"])
+    glob = poll_state.load_state(state_dir)
+    poll_state.save_state(state_dir, glob.with_(next_poll_at=t0 + timedelta(hours=1)))
+    state_before = poll_state.load_state(state_dir, repo_state)
+    fake.push_repo("o/r", repo_feed("o/r", 150, serial=2, newest=t0))
+    if kill_at == "mid_request":
+        fake.schedule(Fault(status=200, page=2, delay_s=30))
+    requests_before = len(fake.requests)
+    script = tmp_path / "crash_repo_poll.py"
+    script.write_text(_CRASH_CHILD, encoding="utf-8")
+    env = {**os.environ, settings.ENV_DATA_DIR: str(data_dir), "PYTHONPATH": str(repo_root)}
+    env.pop(settings.ENV_TOKEN, None)
+    child = subprocess.Popen(
+        [sys.executable, str(script), fake.url, str(data_dir), "run2-crashed", kill_at],
+        cwd=repo_root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        if kill_at == "mid_request":
+            deadline = time.monotonic() + 120
+            while not any(r.query.get("page") == ["2"] for r in fake.requests[requests_before:]):
+                assert time.monotonic() < deadline, "the child never asked for page 2"
+                time.sleep(0.02)
+            child.send_signal(signal.SIGKILL)
+        output = child.communicate(timeout=120)[0].decode("utf-8", "replace")
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL, output
+    child_requests = fake.requests[requests_before:]
+    assert [r.path for r in child_requests] == ["/repos/o/r/events"] * 2
+
+    conn = warehouse.connect(settings.warehouse_path(data_dir))
+    committed = kill_at == "before_state_save"
+    # The state never got ahead of the data: nothing committed, or everything but the state.
+    assert poll_state.load_state(state_dir, repo_state) == state_before
+    assert len(_ids(conn, "o/r")) == (250 if committed else 100)
+    seen = conn.execute("SELECT count(*) FROM watched_repo_events").fetchone()
+    assert seen == ((250,) if committed else (100,))
+    # The restart: everything the feed serves is stored exactly once, and coverage has no gap.
+    _allow_now(data_dir, ["o/r"])
+    again = _round(fake, conn, data_dir, ["o/r"], "run3").outcomes[ingest.Feed("o/r")]
+    assert again.new == (0 if committed else 150)
+    ids = _ids(conn, "o/r")
+    assert len(ids) == len(set(ids)) == 250
+    assert set(ids) == {e["id"] for e in fake.repos["o/r"].events}
+    after = coverage.coverage(conn, "o/r")
+    assert before is not None and after is not None
+    assert after.gaps == 0 and after.complete_since == before.complete_since
+    assert after.events_seen == 250
+    conn.close()
