@@ -395,7 +395,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--poll-interval", type=int, default=10)
     parser.add_argument("--batch", type=int, default=12, help="events added per poll interval")
+    parser.add_argument(
+        "--repos",
+        default="",
+        help="owner/name,... served at /repos/{owner}/{repo}/events: each gets --batch events\n"
+        "per poll interval, of which the global feed shows only every fourth (a sample)",
+    )
     args = parser.parse_args()
+    repos = [r for r in args.repos.replace(",", " ").split() if r]
     # Real events, trimmed to today's payload shape and re-dated so the look-back windows fill.
     pool = [
         trim_event(e)
@@ -403,9 +410,13 @@ def main() -> None:
     ]
     fake = FakeGitHub(poll_interval=args.poll_interval, rate_limit=5000)
     fake.push(redate(pool[: 3 * args.batch], newest=datetime.now(UTC), step_s=20))
+    for repo in repos:
+        fake.add_repo(repo, poll_interval=args.poll_interval)
     fake.start(args.port)
     print(
-        f"fake GitHub Events API on {fake.url} (X-Poll-Interval {args.poll_interval}s)", flush=True
+        f"fake GitHub Events API on {fake.url} (X-Poll-Interval {args.poll_interval}s)"
+        + (f"; repository feeds: {', '.join(repos)}" if repos else ""),
+        flush=True,
     )
     serial = 0
     cursor = 3 * args.batch
@@ -419,6 +430,11 @@ def main() -> None:
             for event in fresh:
                 event["id"] = f"{event['id']}{serial:04d}"  # ids stay unique across cycles
             fake.push(fresh)
+            for number, repo in enumerate(repos):
+                own = repo_feed(repo, args.batch, serial=serial * 100 + number, step_s=1)
+                own = [trim_event(e) for e in own]
+                fake.push_repo(repo, own)
+                fake.push(own[::4])
     except KeyboardInterrupt:
         fake.stop()
 
