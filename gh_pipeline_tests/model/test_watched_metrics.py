@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 import pandas as pd
 import pytest
 
 from gh_pipeline import settings
 from gh_pipeline.live import poll_state, watched
+from gh_pipeline.live.github_client import GitHubEventsClient
+from gh_pipeline.model import metrics
 from gh_pipeline.read import query
 from gh_pipeline_tests.support.fake_github import FakeGitHub, numbered_feed, repo_feed
 
@@ -134,3 +137,57 @@ def test_a_watched_repository_gets_the_exact_figure_and_the_global_feed_a_labell
     assert list(query.pr_intervals(REPO, data_dir=global_dir).columns) == list(
         query.PR_INTERVALS_COLUMNS
     )
+
+
+def test_with_covered_repositories_the_incremental_path_equals_the_full_rebuild(
+    conn: duckdb.DuckDBPyConnection, data_dir: Path
+) -> None:
+    rng = random.Random(7)
+    now = datetime.now(UTC).replace(microsecond=0)
+    with FakeGitHub([], poll_interval=60) as fake:
+        fake.add_repo(REPO)
+        with GitHubEventsClient(api_url=fake.url) as client:
+            for serial in range(1, 4):
+                batch = repo_feed(REPO, 60, serial=serial)
+                _with_prs(batch, rng, now - timedelta(hours=12 * (4 - serial)))
+                fake.push_repo(REPO, batch)
+                sample = numbered_feed(30, serial=50 + serial, newest=now)
+                _with_prs(sample, rng, now - timedelta(hours=12 * (4 - serial)))
+                # Events of the watched repository the global feed stored before the watch
+                # began: a complete row must leave them out.
+                early = repo_feed(REPO, 6, serial=90 + serial)
+                _with_prs(early, rng, now - timedelta(days=20 - serial))
+                fake.push(sample + early)
+                watched.poll_round(
+                    client=client,
+                    conn=conn,
+                    data_dir=data_dir,
+                    run_id=f"r{serial}",
+                    repos=[REPO] if serial > 1 else [],
+                )
+                metrics.refresh_all(conn, as_of=now)
+                for feed in watched.feeds([REPO]):
+                    state_dir = settings.state_dir(data_dir)
+                    state = poll_state.load_state(state_dir, feed.state_name)
+                    poll_state.save_state(
+                        state_dir, state.with_(next_poll_at=None), feed.state_name
+                    )
+
+    def table(name: str) -> list[tuple]:
+        return conn.execute(f"SELECT * FROM {name} ORDER BY repo_name").fetchall()
+
+    incremental = {t: table(t) for t in (metrics.PR_INTERVALS, metrics.REPO_PR_COUNTS)}
+    metrics.rebuild_metrics(conn, as_of=now)
+    assert {t: table(t) for t in incremental} == incremental
+    row = conn.execute(
+        "SELECT pr_opened, completeness, complete_since FROM pr_intervals WHERE repo_name = $r",
+        {"r": REPO},
+    ).fetchone()
+    stored_opened = conn.execute(
+        "SELECT count(*) FROM pull_request_events WHERE repo_name = $r AND action = 'opened'",
+        {"r": REPO},
+    ).fetchone()
+    assert row is not None and stored_opened is not None
+    assert row[1] == "complete"
+    # The early sampled events are stored, but the complete row rests only on its period.
+    assert row[0] < stored_opened[0]
