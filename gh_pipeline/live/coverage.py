@@ -64,16 +64,13 @@ def known_ids(conn: duckdb.DuckDBPyConnection, repo: str, ids: Iterable[str]) ->
 
 
 def previous_poll(conn: duckdb.DuckDBPyConnection, repo: str) -> tuple[str | None, datetime | None]:
-    """The repository's last successful poll and the newest created_at its feed released."""
+    """The repository's last successful poll and the newest created_at its feed released (kept
+    in its row: a join of its ids with raw_events would scan the whole history every poll)."""
     rows = conn.execute(
-        f"""
-        SELECT (SELECT last_poll_id FROM {WATCHED_REPOS} WHERE repo_name = $repo),
-               (SELECT max(r.created_at) FROM {WATCHED_REPO_EVENTS} w
-                JOIN raw_events r USING (event_id) WHERE w.repo_name = $repo)
-        """,
+        f"SELECT last_poll_id, newest_event_at FROM {WATCHED_REPOS} WHERE repo_name = $repo",
         {"repo": repo},
     ).fetchall()
-    return rows[0][0], rows[0][1]
+    return (rows[0][0], rows[0][1]) if rows else (None, None)
 
 
 _COLUMNS = (
@@ -102,6 +99,7 @@ def record_poll(
     polled_at: datetime,
     event_ids: Sequence[str],
     oldest: datetime | None,
+    newest: datetime | None,
     capped: bool,
     gap: PossibleGap | None,
     detail: str | None = None,
@@ -122,9 +120,13 @@ def record_poll(
     new_ids = len(set(event_ids) - known_ids(conn, repo, event_ids))
     conn.execute(
         f"""
-        INSERT INTO {WATCHED_REPOS} ({_COLUMNS})
-        VALUES ($repo, $status, $detail, $at, $at, $poll_id, $since, $at, $new, $gaps)
+        INSERT INTO {WATCHED_REPOS} ({_COLUMNS}, newest_event_at)
+        VALUES ($repo, $status, $detail, $at, $at, $poll_id, $since, $at, $new, $gaps, $newest)
         ON CONFLICT (repo_name) DO UPDATE SET
+            newest_event_at = CASE
+                WHEN {WATCHED_REPOS}.newest_event_at IS NULL THEN excluded.newest_event_at
+                WHEN excluded.newest_event_at IS NULL THEN {WATCHED_REPOS}.newest_event_at
+                ELSE greatest({WATCHED_REPOS}.newest_event_at, excluded.newest_event_at) END,
             status = excluded.status,
             detail = excluded.detail,
             first_polled_at = coalesce({WATCHED_REPOS}.first_polled_at, excluded.first_polled_at),
@@ -144,6 +146,7 @@ def record_poll(
             "since": complete_since,
             "new": new_ids,
             "gaps": 1 if gap is not None else 0,
+            "newest": newest,
         },
     )
     if event_ids:

@@ -115,6 +115,16 @@ def _utcnow() -> datetime:
 
 
 def _oldest_created_at(events: list[dict[str, Any]]) -> datetime | None:
+    times = _created_times(events)
+    return min(times) if times else None
+
+
+def _newest_created_at(events: list[dict[str, Any]]) -> datetime | None:
+    times = _created_times(events)
+    return max(times) if times else None
+
+
+def _created_times(events: list[dict[str, Any]]) -> list[datetime]:
     times = []
     for event in events:
         value = event.get("created_at") if isinstance(event, dict) else None
@@ -123,7 +133,7 @@ def _oldest_created_at(events: list[dict[str, Any]]) -> datetime | None:
                 times.append(datetime.fromisoformat(value))
             except ValueError:
                 continue  # a malformed event; the loader rejects it with its reason
-    return min(times) if times else None
+    return times
 
 
 def detect_gap(
@@ -257,6 +267,7 @@ def poll_once(
                 polled_at=result.started_at,
                 event_ids=[i for p in result.pages for i in p.event_ids],
                 oldest=_oldest_created_at(events),
+                newest=_newest_created_at(events),
                 capped=capped,
                 gap=repo_gap,
                 detail=f"renamed from {feed.repo}" if covered != feed.repo else None,

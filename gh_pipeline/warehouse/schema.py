@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS watched_repos (
     last_poll_id     VARCHAR,
     complete_since   TIMESTAMPTZ,
     complete_until   TIMESTAMPTZ,
+    newest_event_at  TIMESTAMPTZ,          -- the newest created_at its feed released
     events_seen      BIGINT NOT NULL DEFAULT 0,
     gaps             BIGINT NOT NULL DEFAULT 0
 );
