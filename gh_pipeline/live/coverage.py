@@ -16,7 +16,6 @@ so the coverage never describes events that are not stored.
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import duckdb
 
@@ -221,7 +220,3 @@ def sync_watch_list(conn: duckdb.DuckDBPyConnection, repos: Sequence[str]) -> No
                 """,
                 {"repo": repo, "pending": PENDING, "unwatched": UNWATCHED, "ok": OK},
             )
-
-
-def as_records(rows: Sequence[RepoCoverage]) -> list[dict[str, Any]]:
-    return [row.__dict__.copy() for row in rows]

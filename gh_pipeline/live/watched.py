@@ -20,7 +20,6 @@ import duckdb
 from gh_pipeline import settings
 from gh_pipeline.live import coverage, ingest, poll_state, polling
 from gh_pipeline.live.github_client import GitHubEventsClient
-from gh_pipeline.live.models import DEFAULT_POLL_INTERVAL_S
 from gh_pipeline.live.poll_state import PollState
 
 # Unauthenticated, 60 requests an hour: the global feed and two repositories at one request per
@@ -229,7 +228,3 @@ def states_remaining(states: dict[ingest.Feed, PollState]) -> int | None:
     if fresh.rate_limit_reset_at <= datetime.now(UTC):
         return None
     return fresh.rate_limit_remaining
-
-
-def interval_of(state: PollState) -> int:
-    return state.poll_interval_s or DEFAULT_POLL_INTERVAL_S
