@@ -1,6 +1,8 @@
 """Documented environment variables and the paths derived from them (no Dagster import)."""
 
 import os
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -146,3 +148,56 @@ def archive_full_events(value: str | None = None) -> bool:
     if raw.lower() in ("1", "true", "yes", "on"):
         return True
     raise ValueError(f"{ENV_ARCHIVE_FULL_EVENTS} must be true or false, not {raw!r}")
+
+
+ENV_REPOS = "GH_PIPELINE_REPOS"
+# GitHub's rules for owner and repository names: an owner is 1-39 letters, digits or single
+# hyphens (not at either end); a repository name is letters, digits, '.', '-' and '_', not '.'
+# or '..'.
+_OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
+_REPO_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+
+@dataclass(frozen=True)
+class WatchList:
+    """The repositories named in $GH_PIPELINE_REPOS: the valid ones (first spelling kept, repeats
+    dropped case-insensitively, as GitHub treats names) and one message per refused entry."""
+
+    repos: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+def _repo_error(entry: str) -> str | None:
+    owner, slash, name = entry.partition("/")
+    if not slash or "/" in name:
+        return f"{entry!r} is not owner/name"
+    if not _OWNER.match(owner):
+        return (
+            f"{entry!r}: owner {owner!r} is not a GitHub login (letters, digits and single "
+            "hyphens, at most 39)"
+        )
+    if not _REPO_NAME.match(name) or name in (".", ".."):
+        return (
+            f"{entry!r}: repository name {name!r} may hold only letters, digits, '.', '-' and '_'"
+        )
+    return None
+
+
+def watched_repos(value: str | None = None) -> WatchList:
+    """Parse $GH_PIPELINE_REPOS (comma- or whitespace-separated owner/name). A bad entry is
+    refused with a message naming it; the good ones still count."""
+    raw = value if value is not None else os.environ.get(ENV_REPOS, "")
+    repos: list[str] = []
+    seen: set[str] = set()
+    errors: list[str] = []
+    for entry in re.split(r"[\s,]+", raw.strip()):
+        if not entry:
+            continue
+        entry = entry.removeprefix("https://github.com/").rstrip("/")
+        error = _repo_error(entry)
+        if error is not None:
+            errors.append(f"{ENV_REPOS}: {error}; ignored")
+        elif entry.lower() not in seen:
+            seen.add(entry.lower())
+            repos.append(entry)
+    return WatchList(tuple(repos), tuple(errors))

@@ -16,6 +16,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "data"
     monkeypatch.setenv("GH_PIPELINE_DATA_DIR", str(path))
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    monkeypatch.delenv("GH_PIPELINE_REPOS", raising=False)
     return path
 
 

@@ -181,6 +181,34 @@ def human_duration(seconds: float) -> str:
     return f"{round(seconds)} s"
 
 
+# Watched repositories (GH_PIPELINE_REPOS): a row's `completeness` says whether it rests on every
+# event of the repository ('complete') or on what the global feed happened to show ('sample').
+# The column exists only once a repository is watched; without it the charts are unchanged.
+COMPLETENESS = "completeness"
+COMPLETENESS_NOTE = (
+    "solid bars and ✓: complete (watched, no gap); faded: a sample of the global feed"
+)
+
+
+def _has_completeness(frame: pd.DataFrame) -> bool:
+    return COMPLETENESS in frame.columns
+
+
+def _mark_completeness(label: pd.Series, frame: pd.DataFrame) -> pd.Series:
+    """The label with a ✓ for complete rows and '(sample)' for the others."""
+    complete = frame[COMPLETENESS].fillna("sample").eq("complete")
+    return label + complete.map({True: " ✓", False: " (sample)"})
+
+
+def _completeness_opacity() -> alt.Opacity:
+    return alt.Opacity(
+        f"{COMPLETENESS}:N",
+        title="events",
+        scale=alt.Scale(domain=["complete", "sample"], range=[1.0, 0.45]),
+        legend=alt.Legend(orient="top"),
+    )
+
+
 def pr_intervals_chart(
     intervals: pd.DataFrame, busiest_gaps: pd.DataFrame | None = None
 ) -> alt.TopLevelMixin:
@@ -206,9 +234,13 @@ def pr_intervals_chart(
     )
     unit_name, _, unit_s = _pick_unit(pd.concat([top["avg_interval_s"], top["median_interval_s"]]))
     top["repo"] = top["repo_name"] + " (" + top["pr_opened"].astype(int).astype(str) + " PRs)"
+    marked = _has_completeness(top)
+    if marked:
+        top["repo"] = _mark_completeness(top["repo"], top)
+        top[COMPLETENESS] = top[COMPLETENESS].fillna("sample")
     order = top["repo"].tolist()
     long = top.melt(
-        id_vars=["repo"],
+        id_vars=["repo", COMPLETENESS] if marked else ["repo"],
         value_vars=["avg_interval_s", "median_interval_s"],
         var_name="measure",
         value_name="seconds",
@@ -238,12 +270,17 @@ def pr_intervals_chart(
             alt.Tooltip("label:N", title="interval"),
         ],
     )
+    if marked:
+        bars = bars.encode(opacity=_completeness_opacity())
     labels = base.mark_text(align="left", dx=3, fontSize=10, color="#1f2328").encode(text="label:N")
+    subtitle = (
+        f"Top {_plural(len(top), 'repository', 'repositories')} by opened PRs "
+        "(with at least 2): mean and median interval"
+    )
     ranking = (bars + labels).properties(
         title=alt.Title(
             title,
-            subtitle=f"Top {_plural(len(top), 'repository', 'repositories')} by opened PRs "
-            "(with at least 2): mean and median interval",
+            subtitle=[subtitle, COMPLETENESS_NOTE] if marked else subtitle,
         ),
         width=CHART_WIDTH,
         height=alt.Step(BAR_STEP),
@@ -323,11 +360,15 @@ def repo_pr_counts_chart(counts: pd.DataFrame) -> alt.TopLevelMixin:
         .head(TOP_REPOS)
         .copy()
     )
+    marked = _has_completeness(top)
+    if marked:
+        top["repo_name"] = _mark_completeness(top["repo_name"], top)
+        top[COMPLETENESS] = top[COMPLETENESS].fillna("sample")
     order = top["repo_name"].tolist()
     top["opened"] = top["pr_opened"].astype(int)
     top["other actions"] = top["pr_events"].astype(int) - top["opened"]
     long = top.melt(
-        id_vars=["repo_name", "pr_events"],
+        id_vars=["repo_name", "pr_events", COMPLETENESS] if marked else ["repo_name", "pr_events"],
         value_vars=["opened", "other actions"],
         var_name="action",
         value_name="events",
@@ -362,15 +403,18 @@ def repo_pr_counts_chart(counts: pd.DataFrame) -> alt.TopLevelMixin:
             ],
         )
     )
+    if marked:
+        bars = bars.encode(opacity=_completeness_opacity())
     totals = (
         alt.Chart(top)
         .mark_text(align="left", dx=4, fontSize=11, color="#1f2328")
         .encode(y=alt.Y("repo_name:N", sort=order), x="pr_events:Q", text="pr_events:Q")
     )
+    subtitle = f"{len(counts)} repositories with PR events; bars split into opened vs other actions"
     chart = (bars + totals).properties(
         title=alt.Title(
             title,
-            subtitle=f"{len(counts)} repositories with PR events; bars split into opened vs other actions",
+            subtitle=[subtitle, COMPLETENESS_NOTE] if marked else subtitle,
         ),
         width=CHART_WIDTH,
         height=alt.Step(BAR_STEP),

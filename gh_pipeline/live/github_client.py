@@ -55,12 +55,17 @@ class GitHubRefusal(GitHubApiError):
     """GitHub said no (403/429): a rate limit, a retry-after or a secondary limit."""
 
 
+class GitHubNotFound(GitHubApiError):
+    """404: the feed does not exist (a repository deleted, made private or never there)."""
+
+
 @dataclass(frozen=True)
 class FeedPoll(PollResult):
     """A poll plus what the budget and the gap detection need to know about it."""
 
     requests: int = 0  # HTTP requests made, retries and 304s included
     feed_exhausted: bool = False  # the feed ended before the pagination cap: nothing beyond it
+    moved_to: str | None = None  # a 301 was followed to this URL (a renamed repository)
 
 
 def _int_header(headers: httpx.Headers, name: str) -> int | None:
@@ -203,6 +208,9 @@ class GitHubEventsClient:
         status = response.status_code
         if status == 304:
             return PageResult(**base), None, False
+        if status == 301 and page == 1:
+            # A renamed repository: the caller follows the Location once and records it.
+            return PageResult(**base), h.get("location"), False
         if status == 422 and page > 1:
             # GitHub answers 422 past the pagination cap: that is the end of the feed.
             return PageResult(**base), None, False
@@ -224,8 +232,10 @@ class GitHubEventsClient:
         page: int,
         etag: str | None = None,
         on_request: RequestHook | None = None,
+        path: str = "/events",
     ) -> tuple[PageResult, str | None]:
-        """One page, retrying transient faults; raises GitHubApiError when it cannot be had."""
+        """One page, retrying transient faults; raises GitHubApiError when it cannot be had.
+        `path` names the feed in error messages."""
         for attempt in range(1, self._attempts + 1):
             result, next_url, transient = self._request(url, page=page, etag=etag)
             if on_request is not None:
@@ -234,14 +244,15 @@ class GitHubEventsClient:
                 return result, next_url
             if result.status in REFUSAL_STATUSES:
                 raise GitHubRefusal(
-                    f"GET /events page {page}: GitHub refused with HTTP {result.status}", result
+                    f"GET {path} page {page}: GitHub refused with HTTP {result.status}", result
                 )
+            if result.status == 404:
+                raise GitHubNotFound(f"GET {path} page {page}: {result.error}", result)
             if not transient:
-                raise GitHubApiError(f"GET /events page {page}: {result.error}", result)
+                raise GitHubApiError(f"GET {path} page {page}: {result.error}", result)
             if attempt == self._attempts:
                 raise GitHubApiError(
-                    f"GET /events page {page} failed after {attempt} attempts; last: "
-                    f"{result.error}",
+                    f"GET {path} page {page} failed after {attempt} attempts; last: {result.error}",
                     result,
                 )
             self._sleep(
@@ -258,13 +269,21 @@ class GitHubEventsClient:
         known_ids: Callable[[Iterable[str]], set[str]] | None = None,
         max_pages: int = MAX_PAGES,
         on_request: RequestHook | None = None,
+        path: str = "/events",
+        url: str | None = None,
     ) -> FeedPoll:
-        """Fetch page 1 (conditionally) and further pages only while every event on a page is new."""
+        """Fetch page 1 (conditionally) and further pages only while every event on a page is new.
+
+        `path` is the feed: `/events`, or `/repos/{owner}/{repo}/events`; `url`, when given,
+        is where to fetch it (a renamed repository's redirect target). A 301 on page 1 is
+        followed once; the poll then carries `moved_to`."""
         started_at = datetime.now(UTC)
-        url: str | None = f"{self._base}/events?per_page={PER_PAGE}"
+        if url is None:
+            url = f"{self._base}{path}?per_page={PER_PAGE}"
         pages: list[PageResult] = []
         requests = 0
         reached_known = False
+        moved_to: str | None = None
 
         def count(result: PageResult, attempt: int) -> None:
             nonlocal requests
@@ -273,7 +292,14 @@ class GitHubEventsClient:
                 on_request(result, attempt)
 
         for number in range(1, max_pages + 1):
-            result, url = self.fetch_page(url, page=number, etag=etag, on_request=count)
+            result, url = self.fetch_page(url, page=number, etag=etag, on_request=count, path=path)
+            if result.status == 301:
+                if moved_to is not None or not url:
+                    raise GitHubApiError(f"GET {path}: HTTP 301 without a usable Location", result)
+                target = url if "?" in url else f"{url}?per_page={PER_PAGE}"
+                moved_to = url.split("?")[0]
+                # The ETag belonged to the old address; ask the new one afresh.
+                result, url = self.fetch_page(target, page=number, on_request=count, path=path)
             pages.append(result)
             if result.status != 200 or not result.events:
                 # 304: nothing new since the ETag. 422: the pagination cap, the end of the feed.
@@ -295,4 +321,5 @@ class GitHubEventsClient:
             reached_known=reached_known,
             requests=requests,
             feed_exhausted=exhausted,
+            moved_to=moved_to,
         )

@@ -4,7 +4,7 @@ A poll's events, its poll_log rows and its possible gap commit in one transactio
 (`ingest_poll`), so the log never describes rows that are not there.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,10 +33,12 @@ class PossibleGap:
 
 _INSERT_POLL_LOG_SQL = """
 INSERT INTO poll_log (poll_id, page, attempt, requested_at, status, events, new_events, duplicates,
-                      etag_matched, rate_limit_remaining, rate_limit_reset, error)
+                      etag_matched, rate_limit_remaining, rate_limit_reset, error, feed)
 VALUES ($poll_id, $page, $attempt, $requested_at, $status, $events, $new, $dups, $etag_matched,
-        $remaining, $reset, $error)
+        $remaining, $reset, $error, $feed)
 """
+
+GLOBAL_FEED_PATH = "/events"
 
 
 def _insert_request(
@@ -47,6 +49,7 @@ def _insert_request(
     attempt: int,
     new: int,
     duplicates: int,
+    feed: str = GLOBAL_FEED_PATH,
 ) -> None:
     conn.execute(
         _INSERT_POLL_LOG_SQL,
@@ -63,6 +66,7 @@ def _insert_request(
             "remaining": page.rate_limit.remaining,
             "reset": page.rate_limit.reset_at,
             "error": page.error,
+            "feed": feed,
         },
     )
 
@@ -76,9 +80,12 @@ def ingest_poll(
     page_known: list[set[str]],
     requests: Sequence[tuple[PageResult, int]] | None = None,
     gap: PossibleGap | None = None,
+    feed: str = GLOBAL_FEED_PATH,
+    also: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
 ) -> LoadStats:
     """Load a poll's landing file, its poll_log rows (one per request in `requests`, default one
-    per page) and its possible gap in one transaction."""
+    per page), its possible gap and whatever `also` writes (a repository's coverage) in one
+    transaction."""
     now = datetime.now(UTC)
     with transaction(conn):
         if landing_file is not None:
@@ -95,7 +102,13 @@ def ingest_poll(
         for page, attempt in requests if requests is not None else [(p, 1) for p in poll.pages]:
             new, dups = counts.get(id(page), (0, 0))
             _insert_request(
-                conn, poll_id=poll_id, page=page, attempt=attempt, new=new, duplicates=dups
+                conn,
+                poll_id=poll_id,
+                page=page,
+                attempt=attempt,
+                new=new,
+                duplicates=dups,
+                feed=feed,
             )
         if gap is not None:
             conn.execute(
@@ -111,16 +124,24 @@ def ingest_poll(
                     "events": gap.events_received,
                 },
             )
+        if also is not None:
+            also(conn)
     return stats
 
 
 def record_requests(
-    conn: duckdb.DuckDBPyConnection, *, poll_id: str, requests: Sequence[tuple[PageResult, int]]
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    poll_id: str,
+    requests: Sequence[tuple[PageResult, int]],
+    feed: str = GLOBAL_FEED_PATH,
 ) -> None:
     """poll_log rows for a poll that stored nothing (it failed or was refused)."""
     with transaction(conn):
         for page, attempt in requests:
-            _insert_request(conn, poll_id=poll_id, page=page, attempt=attempt, new=0, duplicates=0)
+            _insert_request(
+                conn, poll_id=poll_id, page=page, attempt=attempt, new=0, duplicates=0, feed=feed
+            )
 
 
 def latest_api_poll(conn: duckdb.DuckDBPyConnection) -> tuple[str | None, datetime | None]:

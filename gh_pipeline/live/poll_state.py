@@ -33,20 +33,30 @@ class PollState:
     # Consecutive polls that failed (5xx, timeouts, bad bodies) after their in-poll retries.
     consecutive_failures: int = 0
     last_error: str | None = None
+    # Repository feeds only: where a renamed repository's feed now lives (followed 301), its new
+    # name, and why a deleted or private repository is not polled.
+    feed_url: str | None = None
+    renamed_to: str | None = None
+    unavailable: str | None = None
+    # Repository feeds only: a copy of its coverage after the last poll (the sensor reads this
+    # file, never the warehouse).
+    complete_since: datetime | None = None
+    gaps: int = 0
 
     def with_(self, **changes: Any) -> "PollState":
         return replace(self, **changes)
 
 
-_DATES = {"last_poll_started_at", "next_poll_at", "rate_limit_reset_at"}
+_DATES = {"last_poll_started_at", "next_poll_at", "rate_limit_reset_at", "complete_since"}
 
 
-def state_path(state_dir: Path) -> Path:
-    return state_dir / STATE_FILE
+def state_path(state_dir: Path, name: str = STATE_FILE) -> Path:
+    return state_dir / name
 
 
-def load_state(state_dir: Path) -> PollState:
-    path = state_path(state_dir)
+def load_state(state_dir: Path, name: str = STATE_FILE) -> PollState:
+    """The state of one feed: the global feed's by default, a watched repository's by `name`."""
+    path = state_path(state_dir, name)
     if not path.exists():
         return PollState()
     try:
@@ -62,11 +72,11 @@ def load_state(state_dir: Path) -> PollState:
     return PollState(**known)
 
 
-def save_state(state_dir: Path, state: PollState) -> None:
+def save_state(state_dir: Path, state: PollState, name: str = STATE_FILE) -> None:
     """Replace the state file atomically: a reader sees the old or the new state, never half."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_path(state_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
     data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(state).items()}
-    path = state_path(state_dir)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
     with tmp.open("rb") as fh:

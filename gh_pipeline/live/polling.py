@@ -51,11 +51,15 @@ def plan_next_poll(
     cost: int,
     now: datetime,
     interval_reason: str | None = None,
+    share: int = 1,
 ) -> tuple[datetime, str]:
     """When the next poll may start, so that the rate budget lasts until its reset.
 
     `cost` is what a poll spends (requests, counting 304s: unauthenticated they are charged).
-    The remaining budget minus the reserve is spread evenly over the time left until the reset.
+    The remaining budget minus the reserve is spread evenly over the time left until the reset,
+    and among the `share` feeds that draw on it (the global feed and each watched repository):
+    each feed plans as if every other one polled at its own pace, so together they spend the
+    budget evenly until the reset and never run it dry.
     """
     interval_at = started_at + timedelta(seconds=interval_s)
     interval_reason = interval_reason or f"X-Poll-Interval {interval_s}s"
@@ -71,13 +75,15 @@ def plan_next_poll(
             f"rate budget spent: {rate.remaining} of {limit} requests left, {BUDGET_RESERVE} kept "
             f"in reserve; no request until the budget resets at {_at(reset_at)}"
         )
-    spacing_s = (rate.reset_at - now).total_seconds() * cost / usable
+    share = max(1, share)
+    spacing_s = (rate.reset_at - now).total_seconds() * cost * share / usable
     budget_at = now + timedelta(seconds=spacing_s)
     if budget_at <= interval_at:
         return interval_at, interval_reason
+    shared = f", shared by {share} feeds" if share > 1 else ""
     return budget_at, (
-        f"rate budget: {rate.remaining} of {limit} requests left until {_at(rate.reset_at)}, "
-        f"{cost} request(s) per poll, {BUDGET_RESERVE} kept in reserve: one poll every "
+        f"rate budget: {rate.remaining} of {limit} requests left until {_at(rate.reset_at)}"
+        f"{shared}, {cost} request(s) per poll, {BUDGET_RESERVE} kept in reserve: one poll every "
         f"{spacing_s:.0f}s"
     )
 
@@ -124,9 +130,14 @@ def decide(
 
 
 def state_after_poll(
-    previous: PollState, poll: PollResult, *, poll_id: str, requests: int | None = None
+    previous: PollState,
+    poll: PollResult,
+    *,
+    poll_id: str,
+    requests: int | None = None,
+    share: int = 1,
 ) -> PollState:
-    """The state to save once a poll's rows are committed."""
+    """The state to save once a poll's rows are committed (`share`: see plan_next_poll)."""
     interval = poll.poll_interval_s or DEFAULT_POLL_INTERVAL_S
     first = poll.first
     rate = poll.rate_limit
@@ -137,6 +148,7 @@ def state_after_poll(
         rate=rate,
         cost=cost,
         now=poll.pages[-1].requested_at,
+        share=share,
     )
     return previous.with_(
         etag=poll.etag if first.status in (200, 304) and poll.etag else previous.etag,

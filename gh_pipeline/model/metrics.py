@@ -13,6 +13,14 @@ A poll adds at most 300 events, so a refresh folds in only the filtered rows abo
   partial minutes at its edges, counted exactly from the filtered tables with a range on
   `created_at` that DuckDB answers from a few row groups. A late event lands in its own minute.
 
+Completeness: `pr_intervals` and `repo_pr_counts` say what a row rests on. `pr_opened` and
+`pr_events` count the events behind it; `completeness` is 'complete' for a watched repository
+(GH_PIPELINE_REPOS) whose feed was polled without a gap, and the row then covers exactly the
+period [complete_since, complete_until] in which every event of the repository is stored
+(gh_pipeline.live.coverage); any other row is a 'sample' of the global feed. After every refresh
+and rebuild the rows of covered repositories are recomputed from that period (`_apply_coverage`),
+so both paths agree.
+
 Interval arithmetic is done in integer microseconds, so sums are exact and the result does not
 depend on the order rows were folded in: incremental maintenance equals the full recomputation
 (`rebuild_metrics`) bit for bit, which gh_pipeline_tests/model/test_incremental_equality.py checks.
@@ -36,6 +44,7 @@ from gh_pipeline.warehouse.catalogue import (
     REPO_PR_COUNTS,
     TABLE_OF_TYPE,
     TRACKED_EVENT_TYPES,
+    WATCHED_REPOS,
     WATERMARKS,
 )
 from gh_pipeline.warehouse.connection import row_count, table_exists, transaction
@@ -61,6 +70,15 @@ CREATE TABLE pr_intervals (
     median_interval_s  DOUBLE,
     p90_interval_s     DOUBLE
 )"""
+
+# The columns the interval statistics fill. With watched repositories the table also has the
+# completeness columns (_COMPLETENESS_COLUMNS), which keep their defaults here.
+_PR_INTERVALS_STATS = (
+    "repo_name, pr_opened, first_opened_at, last_opened_at, avg_interval_s, median_interval_s,"
+    " p90_interval_s"
+)
+SAMPLE = "sample"
+COMPLETE = "complete"
 
 _PR_OPENED_TIMES_DDL = """
 CREATE TABLE pr_opened_times (
@@ -94,8 +112,8 @@ CREATE TABLE event_counts (
 # --- full recomputation (the reference the incremental path must equal) ----------------------
 
 # The definition, straight: gaps between consecutive opened events of a repository.
-_PR_INTERVALS_FULL_SQL = """
-INSERT INTO pr_intervals
+_PR_INTERVALS_FULL_SQL = f"""
+INSERT INTO pr_intervals ({_PR_INTERVALS_STATS})
 WITH opened AS (
     SELECT repo_name, created_at,
            epoch_us(created_at) - epoch_us(lag(created_at) OVER (
@@ -123,7 +141,7 @@ GROUP BY repo_name
 """
 
 _REPO_PR_COUNTS_FULL_SQL = """
-INSERT INTO repo_pr_counts
+INSERT INTO repo_pr_counts (repo_name, pr_events, pr_opened)
 SELECT repo_name,
        count(*)::BIGINT,
        count(*) FILTER (WHERE action = 'opened')::BIGINT
@@ -189,15 +207,15 @@ RETURNING repo_name,
           list_aggregate({_GAPS}, 'quantile_cont', 0.9) / 1e6
 """
 
-_UPSERT_PR_INTERVALS_SQL = """
-INSERT OR REPLACE INTO pr_intervals
+_UPSERT_PR_INTERVALS_SQL = f"""
+INSERT OR REPLACE INTO pr_intervals ({_PR_INTERVALS_STATS})
 SELECT unnest($repo_name), unnest($pr_opened), unnest($first_opened_at::TIMESTAMPTZ[]),
        unnest($last_opened_at::TIMESTAMPTZ[]), unnest($avg::DOUBLE[]),
        unnest($median::DOUBLE[]), unnest($p90::DOUBLE[])
 """
 
 _ADD_REPO_PR_COUNTS_SQL = """
-INSERT INTO repo_pr_counts
+INSERT INTO repo_pr_counts (repo_name, pr_events, pr_opened)
 SELECT repo_name, count(*), count(*) FILTER (WHERE action = 'opened')
 FROM pull_request_events
 WHERE seq > $after AND seq <= $upto
@@ -247,6 +265,98 @@ def _pending(
     if newest == after:
         return None
     return after, int(newest)
+
+
+# --- completeness --------------------------------------------------------------------------
+
+
+def _gaps(column: str) -> str:
+    return (
+        f"list_transform(range(1, len({column})), "
+        f"lambda i: epoch_us({column}[i + 1]) - epoch_us({column}[i]))"
+    )
+
+
+def _list_stats(column: str) -> str:
+    gaps = _gaps(column)
+    return (
+        f"len({column})::BIGINT, {column}[1], {column}[-1], list_avg({gaps}) / 1e6,"
+        f" list_aggregate({gaps}, 'quantile_cont', 0.5) / 1e6,"
+        f" list_aggregate({gaps}, 'quantile_cont', 0.9) / 1e6"
+    )
+
+
+# Added to pr_intervals and repo_pr_counts once a watched repository has a complete period; a
+# warehouse that watches none keeps the tables exactly as they were.
+_COMPLETENESS_COLUMNS = (
+    ("completeness", f"VARCHAR DEFAULT '{SAMPLE}'"),  # 'complete' | 'sample'
+    ("complete_since", "TIMESTAMPTZ"),  # the complete period a 'complete' row covers
+    ("complete_until", "TIMESTAMPTZ"),
+)
+_COMPLETENESS = "completeness, complete_since, complete_until"
+
+_COVERED_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _covered AS
+SELECT repo_name, complete_since, complete_until FROM {WATCHED_REPOS}
+WHERE complete_since IS NOT NULL AND complete_until IS NOT NULL
+"""
+
+# A covered repository's row is its complete period's, when a PR was opened in it; otherwise the
+# sample of every opened PR stored, as for any other repository.
+_COVERED_PR_INTERVALS_SQL = f"""
+INSERT INTO pr_intervals ({_PR_INTERVALS_STATS}, {_COMPLETENESS})
+WITH lists AS (
+    SELECT p.repo_name, c.complete_since, c.complete_until, p.opened_at AS all_at,
+           list_filter(p.opened_at,
+                       lambda t: t >= c.complete_since AND t <= c.complete_until) AS period_at
+    FROM {PR_OPENED_TIMES} p JOIN _covered c USING (repo_name)
+)
+SELECT repo_name, {_list_stats("period_at")}, '{COMPLETE}', complete_since, complete_until
+FROM lists WHERE len(period_at) > 0
+UNION ALL
+SELECT repo_name, {_list_stats("all_at")}, '{SAMPLE}', NULL, NULL
+FROM lists WHERE len(period_at) = 0
+"""
+
+_COVERED_REPO_PR_COUNTS_SQL = f"""
+INSERT INTO repo_pr_counts (repo_name, pr_events, pr_opened, {_COMPLETENESS})
+SELECT c.repo_name, count(e.repo_name)::BIGINT,
+       count(e.repo_name) FILTER (WHERE e.action = 'opened')::BIGINT,
+       '{COMPLETE}', c.complete_since, c.complete_until
+FROM _covered c
+LEFT JOIN {PULL_REQUEST_EVENTS} e
+  ON e.repo_name = c.repo_name
+ AND e.created_at >= c.complete_since AND e.created_at <= c.complete_until
+GROUP BY ALL
+"""
+
+
+def _apply_coverage(conn: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Recompute the rows of repositories with a complete period (see the module docstring),
+    inside the caller's transaction. Nothing to do, one cheap query, when none is watched."""
+    if not table_exists(conn, WATCHED_REPOS) or not table_exists(conn, table):
+        return
+    covered = conn.execute(
+        f"SELECT count(*) FROM {WATCHED_REPOS} WHERE complete_since IS NOT NULL"
+    ).fetchone()
+    if not covered or not covered[0]:
+        return
+    existing = {
+        row[0]
+        for row in conn.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = $t AND schema_name = 'main'",
+            {"t": table},
+        ).fetchall()
+    }
+    for column, kind in _COMPLETENESS_COLUMNS:
+        if column not in existing:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    conn.execute(_COVERED_SQL)
+    conn.execute(f"DELETE FROM {table} WHERE repo_name IN (SELECT repo_name FROM _covered)")
+    conn.execute(
+        _COVERED_PR_INTERVALS_SQL if table == PR_INTERVALS else _COVERED_REPO_PR_COUNTS_SQL
+    )
+    conn.execute("DROP TABLE _covered")
 
 
 # --- pr_intervals --------------------------------------------------------------------------
@@ -301,6 +411,9 @@ def _refresh_from_pull_requests(
             rebuild(conn)
         elif isinstance(pending, tuple):
             fold(conn, *pending)
+        # Every time, new events or not: a watched repository's complete period moves with
+        # each of its polls.
+        _apply_coverage(conn, target)
     return row_count(conn, target)
 
 
@@ -502,6 +615,8 @@ def rebuild_metrics(conn: duckdb.DuckDBPyConnection, *, as_of: datetime) -> None
     with transaction(conn):
         _rebuild_pr_intervals(conn)
         _rebuild_repo_pr_counts(conn)
+        _apply_coverage(conn, PR_INTERVALS)
+        _apply_coverage(conn, REPO_PR_COUNTS)
         _rebuild_event_counts(conn, as_of=as_of)
 
 

@@ -19,7 +19,8 @@ What a rebuild restores:
 - GH Archive hours, downloaded again: those the old warehouse lists when it still opens, plus any
   the caller names (the Dagster job adds the partitions Dagster recorded as materialized);
 - the filtered and metric tables, recomputed from those events.
-What it cannot restore: poll_log and poll_gaps (request history, never written to a file), live
+What it cannot restore: poll_log and poll_gaps (request history, never written to a file), the
+watched repositories' coverage (complete again from each one's next poll), live
 events older than the retention period (their landing files are gone; their typed rows live only
 in the old warehouse), archive hours nobody can name when the old warehouse does not open, and the
 schema-drift baseline (it starts afresh).
@@ -336,7 +337,11 @@ def plan_rebuild(
         )
     if not include_archive:
         notes.append("GH Archive hours skipped on request")
-    notes.append("poll_log and poll_gaps (request history) are not in any file: they start empty")
+    notes.append(
+        "poll_log and poll_gaps (request history) and the watched repositories' coverage"
+        " (watched_repos, watched_repo_gaps, watched_repo_events) are not in any file: they start"
+        " empty, and each watched repository is complete again from its next poll on"
+    )
     return RebuildPlan(
         data_dir=data_dir,
         warehouse=warehouse,

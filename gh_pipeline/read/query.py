@@ -105,6 +105,25 @@ REPO_PR_COUNTS_COLUMNS: dict[str, Any] = {
     "pr_events": "int64",
     "pr_opened": "int64",
 }
+# What `with_completeness=True` adds to pr_intervals() and repo_pr_counts(): 'complete' for a
+# watched repository's exact figure over [complete_since, complete_until], else 'sample'.
+COMPLETENESS_COLUMNS: dict[str, Any] = {
+    "completeness": object,
+    "complete_since": _TS,
+    "complete_until": _TS,
+}
+# The tables gain these columns only once a repository is watched: UNION ALL BY NAME with an
+# empty typed row makes them NULL (then 'sample') when a published table does not have them.
+_COMPLETENESS_SQL = """
+WITH t AS (
+    SELECT * FROM ({source})
+    UNION ALL BY NAME
+    SELECT NULL::VARCHAR AS repo_name, NULL::VARCHAR AS completeness,
+           NULL::TIMESTAMPTZ AS complete_since, NULL::TIMESTAMPTZ AS complete_until
+    WHERE false
+)
+SELECT * REPLACE (coalesce(completeness, 'sample') AS completeness) FROM t
+"""
 EVENTS_COLUMNS: dict[str, Any] = {
     "event_id": object,
     "event_type": object,
@@ -388,9 +407,24 @@ def _run(
 
 
 # -- the API ---------------------------------------------------------------------------------
-def pr_intervals(repo: str | None = None, *, data_dir: DataDir = None) -> pd.DataFrame:
+def _completeness(
+    sql: str, columns: dict[str, Any], with_completeness: bool
+) -> tuple[str, dict[str, Any]]:
+    if not with_completeness:
+        return sql, columns
+    select = ", ".join(COMPLETENESS_COLUMNS)
+    sql = sql.replace("\n    FROM ({source})", f", {select}\n    FROM ({_COMPLETENESS_SQL})")
+    return sql, {**columns, **COMPLETENESS_COLUMNS}
+
+
+def pr_intervals(
+    repo: str | None = None, *, with_completeness: bool = False, data_dir: DataDir = None
+) -> pd.DataFrame:
     """The `pr_intervals` table (time between opened pull requests per repository), ordered by
-    repository; `repo` keeps the one repository with exactly that name."""
+    repository; `repo` keeps the one repository with exactly that name. `pr_opened` is the
+    number of events a row rests on; `with_completeness=True` adds `completeness` ('complete':
+    a watched repository's exact figure over [`complete_since`, `complete_until`]; 'sample':
+    from the events the global feed happened to show)."""
     repo = _str("repo", repo)
     sql = """
     SELECT repo_name, pr_opened, first_opened_at, last_opened_at,
@@ -399,8 +433,9 @@ def pr_intervals(repo: str | None = None, *, data_dir: DataDir = None) -> pd.Dat
     WHERE $repo::VARCHAR IS NULL OR repo_name = $repo::VARCHAR
     ORDER BY repo_name
     """
+    sql, columns = _completeness(sql, PR_INTERVALS_COLUMNS, with_completeness)
     sources = partial(_table_source, _snapshot_dir(data_dir), catalogue.PR_INTERVALS)
-    return _run(sources, sql, {"repo": repo}, PR_INTERVALS_COLUMNS)
+    return _run(sources, sql, {"repo": repo}, columns)
 
 
 def event_counts(
@@ -430,8 +465,11 @@ def event_counts(
     return _run(sources, sql, params, EVENT_COUNTS_COLUMNS)
 
 
-def repo_pr_counts(limit: int | None = None, *, data_dir: DataDir = None) -> pd.DataFrame:
-    """The `repo_pr_counts` table, most pull-request events first (ties by repository name)."""
+def repo_pr_counts(
+    limit: int | None = None, *, with_completeness: bool = False, data_dir: DataDir = None
+) -> pd.DataFrame:
+    """The `repo_pr_counts` table, most pull-request events first (ties by repository name);
+    `with_completeness=True` adds the columns pr_intervals() describes."""
     limit = _int("limit", limit, low=0, high=MAX_COUNT, none_ok=True)
     sql = """
     SELECT repo_name, pr_events, pr_opened
@@ -439,8 +477,9 @@ def repo_pr_counts(limit: int | None = None, *, data_dir: DataDir = None) -> pd.
     ORDER BY pr_events DESC, repo_name
     LIMIT $limit::BIGINT
     """
+    sql, columns = _completeness(sql, REPO_PR_COUNTS_COLUMNS, with_completeness)
     sources = partial(_table_source, _snapshot_dir(data_dir), catalogue.REPO_PR_COUNTS)
-    return _run(sources, sql, {"limit": limit}, REPO_PR_COUNTS_COLUMNS)
+    return _run(sources, sql, {"limit": limit}, columns)
 
 
 def events(

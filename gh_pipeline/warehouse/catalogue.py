@@ -53,6 +53,11 @@ REPO_PR_COUNTS = "repo_pr_counts"
 # Working state of the metrics, not published: what lets the public tables be updated in place.
 PR_OPENED_TIMES = "pr_opened_times"
 EVENT_MINUTE_COUNTS = "event_minute_counts"
+# Watched repositories (GH_PIPELINE_REPOS): their coverage, its gaps, and the ids each
+# repository feed released (what its paging and its coverage are judged against).
+WATCHED_REPOS = "watched_repos"
+WATCHED_REPO_GAPS = "watched_repo_gaps"
+WATCHED_REPO_EVENTS = "watched_repo_events"
 SCHEMA_PROFILE = "schema_profile"
 SCHEMA_PROFILE_TYPES = "schema_profile_types"
 SCHEMA_PROFILE_WATERMARK = "schema_profile_watermark"
@@ -81,6 +86,13 @@ TABLES: tuple[Table, ...] = (
     Table(POLL_LOG, LIVE, "one row per HTTP request of a poll"),
     Table(POLL_GAPS, LIVE, "polls that may have missed events"),
     Table(ARCHIVE_HOURS, ARCHIVE, "each loaded GH Archive hour: its era, counts and live overlap"),
+    Table(
+        WATCHED_REPOS,
+        LIVE,
+        "per watched repository: polls, complete since/until, gaps, status",
+    ),
+    Table(WATCHED_REPO_GAPS, LIVE, "spans a watched repository's polls did not overlap"),
+    Table(WATCHED_REPO_EVENTS, LIVE, "the event ids each watched repository's feed released"),
     Table(WATERMARKS, MODEL, "the highest source seq each derived table has folded in"),
     *(
         Table(

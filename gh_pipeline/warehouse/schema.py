@@ -65,6 +65,38 @@ CREATE TABLE IF NOT EXISTS poll_gaps (
     pages              INTEGER NOT NULL,
     events_received    INTEGER NOT NULL
 );
+-- Which feed a request went to: '/events' or '/repos/{owner}/{repo}/events'.
+ALTER TABLE poll_log ADD COLUMN IF NOT EXISTS feed VARCHAR DEFAULT '/events';
+-- Watched repositories (GH_PIPELINE_REPOS). complete_since/complete_until bound the period for
+-- which every event of the repository is stored: every poll in it overlapped the one before.
+CREATE TABLE IF NOT EXISTS watched_repos (
+    repo_name        VARCHAR PRIMARY KEY,  -- as named in GH_PIPELINE_REPOS
+    status           VARCHAR NOT NULL,     -- ok | unavailable | renamed | unwatched
+    detail           VARCHAR,              -- why unavailable, the new name, the last error
+    first_polled_at  TIMESTAMPTZ,
+    last_polled_at   TIMESTAMPTZ,          -- the last poll that succeeded
+    last_poll_id     VARCHAR,
+    complete_since   TIMESTAMPTZ,
+    complete_until   TIMESTAMPTZ,
+    newest_event_at  TIMESTAMPTZ,          -- the newest created_at its feed released
+    events_seen      BIGINT NOT NULL DEFAULT 0,
+    gaps             BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS watched_repo_gaps (
+    repo_name        VARCHAR NOT NULL,
+    poll_id          VARCHAR NOT NULL,
+    detected_at      TIMESTAMPTZ NOT NULL,
+    gap_start        TIMESTAMPTZ,
+    gap_end          TIMESTAMPTZ,
+    pages            INTEGER NOT NULL,
+    events_received  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS watched_repo_events (
+    repo_name  VARCHAR NOT NULL,
+    event_id   VARCHAR NOT NULL,
+    poll_id    VARCHAR NOT NULL,
+    PRIMARY KEY (repo_name, event_id)
+);
 """
 
 _WATERMARKS_SQL = f"""

@@ -2,6 +2,10 @@
 
 Real HTTP with the real headers (ETag/304, X-Poll-Interval, Link, X-RateLimit-*), fed with real
 recorded events, plus a fault schedule so a test can script 5xx, 403/429, bad bodies and delays.
+Besides the global `/events` it serves repository feeds, `/repos/{owner}/{repo}/events`, each
+with its own ETag, X-Poll-Interval, Link and 300-event cap, all sharing one rate budget; a
+deleted repository answers 404 and a renamed one 301 to `/repositories/{id}/events`, as GitHub
+does.
 
 Run it for a demo (re-dates real events to now and adds a few every poll interval):
     uv run python -m gh_pipeline_tests.support.fake_github --port 8765 --poll-interval 10
@@ -97,6 +101,18 @@ class Fault:
 
 
 @dataclass
+class RepoFeed:
+    """One repository's feed: every event it released, newest first."""
+
+    name: str
+    repo_id: int
+    events: list[dict[str, Any]] = field(default_factory=list)
+    poll_interval: int | None = 60
+    deleted: bool = False
+    renamed_to: str | None = None  # the old name answers 301 once renamed
+
+
+@dataclass
 class RecordedRequest:
     path: str
     query: dict[str, list[str]]
@@ -126,6 +142,7 @@ class FakeGitHub:
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.repos: dict[str, RepoFeed] = {}  # by lower-case owner/name, as GitHub matches
 
     # -- control -------------------------------------------------------------------------
     @property
@@ -138,6 +155,40 @@ class FakeGitHub:
         """New events arrive at the top of the feed (given newest first)."""
         with self.lock:
             self.feed = list(events) + self.feed
+
+    def add_repo(
+        self,
+        name: str,
+        events: list[dict[str, Any]] | None = None,
+        *,
+        poll_interval: int | None = 60,
+    ) -> RepoFeed:
+        """Serve `/repos/{name}/events` (events given newest first)."""
+        with self.lock:
+            feed = RepoFeed(name, 1000 + len(self.repos), list(events or []), poll_interval)
+            self.repos[name.lower()] = feed
+            return feed
+
+    def push_repo(self, name: str, events: list[dict[str, Any]]) -> None:
+        """New events arrive at the top of a repository's feed (given newest first)."""
+        with self.lock:
+            feed = self.repos[name.lower()]
+            feed.events = list(events) + feed.events
+
+    def delete_repo(self, name: str) -> None:
+        """The repository is gone (or private): its feed answers 404."""
+        with self.lock:
+            self.repos[name.lower()].deleted = True
+
+    def rename_repo(self, old: str, new: str) -> None:
+        """GitHub keeps a redirect: the old name answers 301 to /repositories/{id}/events."""
+        with self.lock:
+            feed = self.repos.pop(old.lower())
+            feed.renamed_to = new
+            self.repos[old.lower()] = feed
+            self.repos[new.lower()] = feed
+            for event in feed.events:
+                event.setdefault("repo", {})["name"] = new
 
     def schedule(self, *faults: Fault) -> None:
         with self.lock:
@@ -194,8 +245,24 @@ class FakeGitHub:
                     fault.body,
                     fault.delay_s,
                 )
+            feed_events = self.feed
+            poll_interval = self.poll_interval
             if path != "/events":
-                return 404, {}, b'{"message": "Not Found"}', 0.0
+                repo = self._repo_for(path)
+                if repo is None or repo.deleted:
+                    self.remaining = max(self.remaining - 1, 0)
+                    return 404, self._rate_headers(), b'{"message": "Not Found"}', 0.0
+                if (
+                    repo.renamed_to is not None
+                    and path.lower() != (f"/repos/{repo.renamed_to.lower()}/events")
+                    and not path.startswith("/repositories/")
+                ):
+                    self.remaining = max(self.remaining - 1, 0)
+                    moved = f"{self.url}/repositories/{repo.repo_id}/events"
+                    body = json.dumps({"message": "Moved Permanently", "url": moved}).encode()
+                    return 301, {**self._rate_headers(), "Location": moved}, body, 0.0
+                feed_events = repo.events
+                poll_interval = repo.poll_interval
             if self.remaining <= 0:
                 return (
                     403,
@@ -203,30 +270,38 @@ class FakeGitHub:
                     b'{"message": "API rate limit exceeded"}',
                     0.0,
                 )
-            last_page = max(1, -(-min(len(self.feed), FEED_CAP) // per_page))
+            last_page = max(1, -(-min(len(feed_events), FEED_CAP) // per_page))
             if page > FEED_CAP // per_page:
                 self.remaining -= 1
                 body = b'{"message": "In order to keep the API fast for everyone, pagination is limited for this resource."}'
                 return 422, self._rate_headers(), body, 0.0
-            items = self.feed[:FEED_CAP][(page - 1) * per_page : page * per_page]
+            items = feed_events[:FEED_CAP][(page - 1) * per_page : page * per_page]
             body = json.dumps(items).encode("utf-8")
             etag = 'W/"' + hashlib.sha1(body).hexdigest() + '"'
             common = {"ETag": etag, "Cache-Control": "private, max-age=60, s-maxage=60"}
-            if self.poll_interval is not None:
-                common["X-Poll-Interval"] = str(self.poll_interval)
+            if poll_interval is not None:
+                common["X-Poll-Interval"] = str(poll_interval)
             if headers.get("if-none-match") == etag:
                 if not (authenticated and self.free_authenticated_304):
                     self.remaining -= 1
                 return 304, {**common, **self._rate_headers()}, b"", 0.0
             self.remaining -= 1
             links = []
-            base = f"{self.url}/events?per_page={per_page}"
+            base = f"{self.url}{path}?per_page={per_page}"
             if page < last_page:
                 links.append(f'<{base}&page={page + 1}>; rel="next"')
             links.append(f'<{base}&page={last_page}>; rel="last"')
             out = {**common, **self._rate_headers(), "Link": ", ".join(links)}
             out["Content-Type"] = "application/json; charset=utf-8"
             return 200, out, body, 0.0
+
+    def _repo_for(self, path: str) -> RepoFeed | None:
+        parts = path.strip("/").split("/")
+        if len(parts) == 4 and parts[0] == "repos" and parts[3] == "events":
+            return self.repos.get(f"{parts[1]}/{parts[2]}".lower())
+        if len(parts) == 3 and parts[0] == "repositories" and parts[2] == "events":
+            return next((r for r in self.repos.values() if str(r.repo_id) == parts[1]), None)
+        return None
 
 
 def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
@@ -292,6 +367,27 @@ def numbered_feed(
     return redate(out, newest=newest or datetime.now(UTC), step_s=step_s)
 
 
+def repo_feed(
+    repo: str,
+    count: int,
+    *,
+    serial: int,
+    newest: datetime | None = None,
+    step_s: float = 1.0,
+    repo_id: int = 1,
+) -> list[dict[str, Any]]:
+    """`count` real recorded events re-attributed to `repo` (numbered_feed otherwise): what the
+    repository's own feed would release, newest first."""
+    events = numbered_feed(count, serial=serial, newest=newest, step_s=step_s)
+    for event in events:
+        event["repo"] = {
+            "id": repo_id,
+            "name": repo,
+            "url": f"https://api.github.com/repos/{repo}",
+        }
+    return events
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -299,7 +395,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--poll-interval", type=int, default=10)
     parser.add_argument("--batch", type=int, default=12, help="events added per poll interval")
+    parser.add_argument(
+        "--repos",
+        default="",
+        help="owner/name,... served at /repos/{owner}/{repo}/events: each gets --batch events\n"
+        "per poll interval, of which the global feed shows only every fourth (a sample)",
+    )
     args = parser.parse_args()
+    repos = [r for r in args.repos.replace(",", " ").split() if r]
     # Real events, trimmed to today's payload shape and re-dated so the look-back windows fill.
     pool = [
         trim_event(e)
@@ -307,9 +410,13 @@ def main() -> None:
     ]
     fake = FakeGitHub(poll_interval=args.poll_interval, rate_limit=5000)
     fake.push(redate(pool[: 3 * args.batch], newest=datetime.now(UTC), step_s=20))
+    for repo in repos:
+        fake.add_repo(repo, poll_interval=args.poll_interval)
     fake.start(args.port)
     print(
-        f"fake GitHub Events API on {fake.url} (X-Poll-Interval {args.poll_interval}s)", flush=True
+        f"fake GitHub Events API on {fake.url} (X-Poll-Interval {args.poll_interval}s)"
+        + (f"; repository feeds: {', '.join(repos)}" if repos else ""),
+        flush=True,
     )
     serial = 0
     cursor = 3 * args.batch
@@ -323,6 +430,11 @@ def main() -> None:
             for event in fresh:
                 event["id"] = f"{event['id']}{serial:04d}"  # ids stay unique across cycles
             fake.push(fresh)
+            for number, repo in enumerate(repos):
+                own = repo_feed(repo, args.batch, serial=serial * 100 + number, step_s=1)
+                own = [trim_event(e) for e in own]
+                fake.push_repo(repo, own)
+                fake.push(own[::4])
     except KeyboardInterrupt:
         fake.stop()
 

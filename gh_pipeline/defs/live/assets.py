@@ -1,5 +1,6 @@
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -20,9 +21,32 @@ from gh_pipeline.defs.warehouse.resources import (
     PipelineStorage,
     Warehouse,
 )
-from gh_pipeline.live import ingest
+from gh_pipeline.live import ingest, watched
 from gh_pipeline.warehouse import catalogue
 from gh_pipeline.warehouse.connection import row_count
+
+
+def _outcome_metadata(outcome: ingest.PollOutcome) -> dict[str, Any]:
+    gap = outcome.possible_gap
+    return {
+        "http_status": outcome.status,
+        "pages": outcome.pages,
+        "events_received": outcome.received,
+        "new_events": outcome.new,
+        "duplicates": outcome.duplicates,
+        "rejected": outcome.rejected,
+        "etag_matched": outcome.etag_matched,
+        "reached_known_events": outcome.reached_known,
+        "rate_limit_remaining": dg.MetadataValue.int(outcome.rate_limit_remaining)
+        if outcome.rate_limit_remaining is not None
+        else dg.MetadataValue.text("unknown"),
+        "next_poll_at": outcome.next_poll_at.isoformat() if outcome.next_poll_at else "now",
+        "next_poll_reason": outcome.next_poll_reason or "",
+        "requests": outcome.requests,
+        "possible_gap": gap is not None,
+        "possible_gap_span": ingest.describe_gap(gap) if gap is not None else "none",
+        "landing_file": str(outcome.landing_file) if outcome.landing_file else "none (no events)",
+    }
 
 
 @dg.asset(key=RAW_EVENTS, group_name=INGEST_GROUP, kinds={"github", "duckdb"}, pool=WAREHOUSE_POOL)
@@ -34,6 +58,13 @@ def raw_events(
 ) -> dg.MaterializeResult:
     """Every event polled from GitHub's /events feed, stored exactly once per event id."""
     draw = chart_due(context, RAW_EVENTS, now=time.time())
+    watch = github.watch_list()
+    for warning in watched.budget_warnings(
+        repos=watch.repos, errors=watch.errors, authenticated=github.authenticated
+    ):
+        context.log.warning(warning)
+    if watch.repos:
+        return _poll_round(context, github, warehouse, storage, watch.repos, draw=draw)
     with github.client() as client, warehouse.connect() as conn:
         outcome = ingest.poll_once(
             client=client, conn=conn, data_dir=storage.root, poll_id=context.run.run_id
@@ -50,25 +81,68 @@ def raw_events(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": total,
-            "http_status": outcome.status,
-            "pages": outcome.pages,
-            "events_received": outcome.received,
-            "new_events": outcome.new,
-            "duplicates": outcome.duplicates,
-            "rejected": outcome.rejected,
-            "etag_matched": outcome.etag_matched,
-            "reached_known_events": outcome.reached_known,
-            "rate_limit_remaining": dg.MetadataValue.int(outcome.rate_limit_remaining)
-            if outcome.rate_limit_remaining is not None
-            else dg.MetadataValue.text("unknown"),
-            "next_poll_at": outcome.next_poll_at.isoformat() if outcome.next_poll_at else "now",
-            "next_poll_reason": outcome.next_poll_reason or "",
-            "requests": outcome.requests,
-            "possible_gap": gap is not None,
-            "possible_gap_span": ingest.describe_gap(gap) if gap is not None else "none",
-            "landing_file": str(outcome.landing_file)
-            if outcome.landing_file
-            else "none (no events)",
+            **_outcome_metadata(outcome),
+            **_chart_pointer(context, history),
+        }
+    )
+
+
+def _poll_round(
+    context: dg.AssetExecutionContext,
+    github: GitHubApiResource,
+    warehouse: Warehouse,
+    storage: PipelineStorage,
+    repos: tuple[str, ...],
+    *,
+    draw: bool,
+) -> dg.MaterializeResult:
+    """The global feed and every watched repository that is due, in one run."""
+    with github.client() as client, warehouse.connect() as conn:
+        result = watched.poll_round(
+            client=client,
+            conn=conn,
+            data_dir=storage.root,
+            run_id=context.run.run_id,
+            repos=repos,
+        )
+        total = row_count(conn, catalogue.RAW_EVENTS)
+        history = figures.poll_history_frame(conn) if draw else None
+    for feed, outcome in result.outcomes.items():
+        context.log.info(
+            f"poll {outcome.poll_id} ({feed.path}): HTTP {outcome.status}, {outcome.pages} "
+            f"page(s), {outcome.received} received, {outcome.new} new, "
+            f"{outcome.duplicates} duplicates"
+        )
+        if outcome.renamed_to:
+            context.log.warning(
+                f"{feed.repo} was renamed to {outcome.renamed_to}: its feed is followed there; "
+                f"put {outcome.renamed_to} in GH_PIPELINE_REPOS"
+            )
+    for feed, error in result.errors.items():
+        context.log.warning(f"{feed.path}: {error}")
+    if result.deferred:
+        context.log.warning(
+            "rate budget down to its reserve: "
+            + ", ".join(f.path for f in result.deferred)
+            + " wait for the next round (least recently polled go first)"
+        )
+    rows = watched.repo_rows(watched.load_states(storage.state_dir, repos), now=datetime.now(UTC))
+    if result.global_error is not None:
+        context.log.info("watched repositories:\n" + watched.rows_text(rows))
+        raise result.global_error
+    glob = result.outcomes.get(ingest.GLOBAL_FEED)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": total,
+            **(_outcome_metadata(glob) if glob is not None else {"global_feed": "not due"}),
+            "watched_repositories": dg.MetadataValue.md(watched.rows_markdown(rows)),
+            "repositories_polled": sum(1 for f in result.outcomes if f.repo is not None),
+            "repositories_failed": dg.MetadataValue.text(
+                "; ".join(f"{f.repo}: {e}" for f, e in result.errors.items() if f.repo) or "none"
+            ),
+            "repositories_deferred": dg.MetadataValue.text(
+                ", ".join(f.repo or "/events" for f in result.deferred) or "none"
+            ),
             **_chart_pointer(context, history),
         }
     )

@@ -12,9 +12,21 @@ class GitHubApiResource(dg.ConfigurableResource):
     api_url: str = settings.DEFAULT_API_URL
     token: str | None = Field(default=None, description="Bearer token; never logged.")
     timeout_s: float = 10.0
+    repos: str = Field(
+        default="",
+        description="GH_PIPELINE_REPOS: owner/name of the repositories to watch, comma- or "
+        "whitespace-separated.",
+    )
 
     def client(self) -> GitHubEventsClient:
         return GitHubEventsClient(api_url=self.api_url, token=self.token, timeout_s=self.timeout_s)
+
+    def watch_list(self) -> settings.WatchList:
+        return settings.watched_repos(self.repos)
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self.token)
 
 
 @dg.definitions
@@ -24,6 +36,7 @@ def resources() -> dg.Definitions:
             "github": GitHubApiResource(
                 api_url=env_or(settings.ENV_API_URL, settings.DEFAULT_API_URL),
                 token=env_or(settings.ENV_TOKEN, None),
+                repos=env_or(settings.ENV_REPOS, ""),
             )
         }
     )

@@ -1,12 +1,14 @@
 import json
+import os
 from datetime import UTC, datetime
 
 import dagster as dg
 
+from gh_pipeline import settings
 from gh_pipeline.defs.live.jobs import IN_FLIGHT_STATUSES, POLL_JOB_NAME, poll_job
 from gh_pipeline.defs.ops.stale_runs import resolve_stale_runs
 from gh_pipeline.defs.warehouse.resources import PipelineStorage
-from gh_pipeline.live import poll_state, polling
+from gh_pipeline.live import poll_state, polling, watched
 
 POLL_SENSOR_NAME = "github_events_sensor"
 
@@ -49,6 +51,16 @@ def github_events_sensor(
     cursor = json.loads(context.cursor) if context.cursor else {}
     last_launch = cursor.get("last_launch_at")
     in_flight = _in_flight(context.instance)
+    watch = settings.watched_repos()
+    if watch.repos or watch.errors:
+        return _watched_round(
+            context,
+            storage,
+            watch,
+            now=now,
+            last_launch_at=datetime.fromisoformat(last_launch) if last_launch else None,
+            in_flight=in_flight,
+        )
     decision = polling.decide(
         poll_state.load_state(storage.state_dir),
         now=now,
@@ -59,6 +71,56 @@ def github_events_sensor(
     if not decision.poll:
         return dg.SkipReason(decision.reason)
     context.update_cursor(json.dumps({"last_launch_at": now.isoformat()}))
+    return dg.RunRequest(
+        run_key=f"poll-{now.isoformat()}",
+        tags={"dagster/max_runtime": str(POLL_RUN_MAX_RUNTIME_S)},
+    )
+
+
+def _watched_round(
+    context: dg.SensorEvaluationContext,
+    storage: PipelineStorage,
+    watch: settings.WatchList,
+    *,
+    now: datetime,
+    last_launch_at: datetime | None,
+    in_flight: str | None,
+) -> dg.RunRequest | dg.SkipReason:
+    """With watched repositories: launch when any feed (global or repository) may poll; the
+    skip reason lists every repository's state, the refused entries and budget warnings."""
+    states = watched.load_states(storage.state_dir, watch.repos)
+    decisions = {
+        feed: polling.decide(
+            state,
+            now=now,
+            last_launch_at=last_launch_at,
+            in_flight=in_flight is not None,
+            in_flight_detail=in_flight,
+        )
+        for feed, state in states.items()
+    }
+    due = [feed for feed, decision in decisions.items() if decision.poll]
+    notes = watched.budget_warnings(
+        repos=watch.repos,
+        errors=watch.errors,
+        # Only whether a token is set; its value is never read here.
+        authenticated=bool(os.environ.get(settings.ENV_TOKEN)),
+    )
+    if any((s.reason or "").startswith("rate budget") for f, s in states.items() if f.repo):
+        notes.append(
+            "the rate budget cannot serve every feed at its X-Poll-Interval: they take turns, "
+            "least recently polled first, and the budget never runs dry"
+        )
+    table = watched.rows_text(watched.repo_rows(states, now=now))
+    if not due:
+        first = min(
+            decisions.values(),
+            key=lambda d: d.next_poll_at or datetime.max.replace(tzinfo=UTC),
+        )
+        return dg.SkipReason("\n".join([first.reason, *notes, table]))
+    context.update_cursor(json.dumps({"last_launch_at": now.isoformat()}))
+    for note in notes:
+        context.log.warning(note)
     return dg.RunRequest(
         run_key=f"poll-{now.isoformat()}",
         tags={"dagster/max_runtime": str(POLL_RUN_MAX_RUNTIME_S)},
