@@ -57,58 +57,56 @@ def snapshot_dir(directory: str | Path | None = None) -> Path:
     return data_dir(directory) / "snapshot"
 
 
+def _whole_number(name: str, value: str | None, *, default: int, unit: str, zero: str) -> int:
+    """$name (or `value`) as a whole number >= 0; `default` when unset or blank. A bad value is
+    refused naming the variable, the unit and what 0 means."""
+    raw = value if value is not None else os.environ.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        number = int(raw.strip())
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ValueError(f"{name} must be a whole number of {unit} (0 {zero}), not {raw!r}")
+    return number
+
+
 def raw_retention_days(value: str | None = None) -> int | None:
     """Days raw JSON and landing files are kept ($GH_PIPELINE_RAW_RETENTION_DAYS, default 30);
     None when set to 0, which keeps them forever."""
-    raw = value if value is not None else os.environ.get(ENV_RAW_RETENTION_DAYS, "")
-    if not raw.strip():
-        return DEFAULT_RAW_RETENTION_DAYS
-    try:
-        days = int(raw.strip())
-    except ValueError:
-        days = -1
-    if days < 0:
-        raise ValueError(
-            f"{ENV_RAW_RETENTION_DAYS} must be a whole number of days (0 keeps raw JSON forever),"
-            f" not {raw!r}"
-        )
+    days = _whole_number(
+        ENV_RAW_RETENTION_DAYS,
+        value,
+        default=DEFAULT_RAW_RETENTION_DAYS,
+        unit="days",
+        zero="keeps raw JSON forever",
+    )
     return days or None
 
 
 def chart_refresh_minutes(value: str | None = None) -> int:
     """Minutes between chart redraws in poll runs ($GH_PIPELINE_CHART_REFRESH_MINUTES, default
     10); 0 redraws on every poll."""
-    raw = value if value is not None else os.environ.get(ENV_CHART_REFRESH_MINUTES, "")
-    if not raw.strip():
-        return DEFAULT_CHART_REFRESH_MINUTES
-    try:
-        minutes = int(raw.strip())
-    except ValueError:
-        minutes = -1
-    if minutes < 0:
-        raise ValueError(
-            f"{ENV_CHART_REFRESH_MINUTES} must be a whole number of minutes (0 redraws every poll),"
-            f" not {raw!r}"
-        )
-    return minutes
+    return _whole_number(
+        ENV_CHART_REFRESH_MINUTES,
+        value,
+        default=DEFAULT_CHART_REFRESH_MINUTES,
+        unit="minutes",
+        zero="redraws every poll",
+    )
 
 
 def run_retention_days(failed: bool = False, value: str | None = None) -> int | None:
     """Days Dagster keeps finished runs ($GH_PIPELINE_RUN_RETENTION_DAYS, default 1) or failed
     runs ($GH_PIPELINE_FAILED_RUN_RETENTION_DAYS, default 14); None when set to 0 (forever)."""
-    name = ENV_FAILED_RUN_RETENTION_DAYS if failed else ENV_RUN_RETENTION_DAYS
-    default = DEFAULT_FAILED_RUN_RETENTION_DAYS if failed else DEFAULT_RUN_RETENTION_DAYS
-    raw = value if value is not None else os.environ.get(name, "")
-    if not raw.strip():
-        return default
-    try:
-        days = int(raw.strip())
-    except ValueError:
-        days = -1
-    if days < 0:
-        raise ValueError(
-            f"{name} must be a whole number of days (0 keeps runs forever), not {raw!r}"
-        )
+    days = _whole_number(
+        ENV_FAILED_RUN_RETENTION_DAYS if failed else ENV_RUN_RETENTION_DAYS,
+        value,
+        default=DEFAULT_FAILED_RUN_RETENTION_DAYS if failed else DEFAULT_RUN_RETENTION_DAYS,
+        unit="days",
+        zero="keeps runs forever",
+    )
     return days or None
 
 
