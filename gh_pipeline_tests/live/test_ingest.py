@@ -365,36 +365,16 @@ def test_a_run_launched_early_waits_out_the_rest(fake: FakeGitHub, conn, data_di
 # -- crash safety: kill -9 mid-poll, then poll again ------------------------------------------------
 
 _CRASH_CHILD = """
-import os, signal, sys
+import sys
 from pathlib import Path
 
 from gh_pipeline import settings, warehouse
-from gh_pipeline.live import ingest, landing, poll_state
+from gh_pipeline.live import ingest
 from gh_pipeline.live.github_client import GitHubEventsClient
-from gh_pipeline.warehouse import raw
+from gh_pipeline_tests.support.crash_hooks import kill_poll_at
 
 api_url, data_dir, poll_id, kill_at = sys.argv[1:]
-
-
-def die(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def after(function):
-    def wrapped(*args, **kwargs):
-        result = function(*args, **kwargs)
-        die()
-        return result
-
-    return wrapped
-
-
-if kill_at == "after_landing":
-    landing.write_landing_file = after(landing.write_landing_file)
-elif kill_at == "inside_transaction":
-    raw.load_staged = after(raw.load_staged)
-elif kill_at == "before_state_save":
-    poll_state.save_state = die
+kill_poll_at(kill_at)
 
 conn = warehouse.connect(settings.warehouse_path(data_dir))
 with GitHubEventsClient(api_url=api_url) as client:

@@ -353,45 +353,25 @@ def test_removing_a_repository_keeps_what_was_stored_and_marks_it_unwatched(
 
 # -- crash safety -----------------------------------------------------------------------------
 _CRASH_CHILD = """
-import os
-import signal
 import sys
 from pathlib import Path
 
 from gh_pipeline import settings, warehouse
-from gh_pipeline.live import landing, poll_state, watched
+from gh_pipeline.live import poll_state, watched
 from gh_pipeline.live.github_client import GitHubEventsClient
-from gh_pipeline.warehouse import raw
+from gh_pipeline_tests.support.crash_hooks import die, kill_poll_at
 
 api_url, data_dir, run_id, kill_at = sys.argv[1:]
+save = poll_state.save_state
 
 
-def die(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def after(function):
-    def wrapped(*args, **kwargs):
-        result = function(*args, **kwargs)
+def save_or_die(state_dir, state, name=poll_state.STATE_FILE):
+    if name != poll_state.STATE_FILE:  # the repository's state, not the global feed's
         die()
-        return result
-
-    return wrapped
+    save(state_dir, state, name)
 
 
-if kill_at == "after_landing":
-    landing.write_landing_file = after(landing.write_landing_file)
-elif kill_at == "inside_transaction":
-    raw.load_staged = after(raw.load_staged)
-elif kill_at == "before_state_save":
-    save = poll_state.save_state
-
-    def save_or_die(state_dir, state, name=poll_state.STATE_FILE):
-        if name != poll_state.STATE_FILE:  # the repository's state, not the global feed's
-            die()
-        save(state_dir, state, name)
-
-    poll_state.save_state = save_or_die
+kill_poll_at(kill_at, save_state=save_or_die)
 
 conn = warehouse.connect(settings.warehouse_path(data_dir))
 with GitHubEventsClient(api_url=api_url) as client:
