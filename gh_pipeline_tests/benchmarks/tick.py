@@ -600,6 +600,12 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated history sizes in events",
     )
     parser.add_argument("--ticks", type=int, default=7, help="ticks measured per size")
+    parser.add_argument(
+        "--phases",
+        default="ticks,queries,full",
+        help="comma-separated phases after generation (ticks, queries, full); e.g. 'queries' for"
+        " query latency alone at 100M, where the full recomputation is the slow part",
+    )
     parser.add_argument("--query-reps", type=int, default=40, help="calls per query")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data-dir", default=None, help="default: $GH_PIPELINE_DATA_DIR or data")
@@ -617,6 +623,10 @@ def main(argv: list[str] | None = None) -> None:
         _worker(args)
         return
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = sorted(set(phases) - {"ticks", "queries", "full"})
+    if unknown:
+        parser.error(f"--phases: unknown phase(s) {', '.join(unknown)}; use ticks, queries, full")
     out_dir = settings.data_dir(args.data_dir) / "benchmarks"
     workdir = out_dir / "tick"
     results: dict[str, Any] = {
@@ -647,7 +657,7 @@ def main(argv: list[str] | None = None) -> None:
             (size_dir / "generate-result.json").write_text(
                 json.dumps(entry["generate"]), encoding="utf-8"
             )
-        for phase in ("ticks", "queries", "full"):
+        for phase in phases:
             print(f"[{_fmt_size(size)}] {phase} ...", flush=True)
             entry[phase] = _spawn(phase, size, size_dir, args)
         results["by_size"][str(size)] = entry
