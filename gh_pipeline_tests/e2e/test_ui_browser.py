@@ -12,8 +12,9 @@ import dagster as dg
 import httpx
 import pytest
 from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 
+from gh_pipeline_tests.support.browser import ARTIFACTS, chromium_browser, ui_page
 from gh_pipeline_tests.support.dagster_process import (
     BIN,
     REPO_ROOT,
@@ -32,18 +33,6 @@ from gh_pipeline_tests.support.fake_github import (
 
 pytestmark = pytest.mark.timeout(600)
 
-# Playwright cannot download its own browser here; Debian's chromium (the `chromium` fixture
-# installs it when it can) runs headless, offline.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 # Asset → the title its chart carries (the PNG's alt text).
 CHART_TITLES = {
     "event_counts": "Tracked events in each look-back window",
@@ -228,35 +217,21 @@ def test_charts_render_in_the_dagster_ui(tmp_path: Path, chromium: Path) -> None
             wait_for(lambda: _location_loaded(base_url), timeout_s=180, what="the code location")
             assert server.poll() is None, log.read_text(encoding="utf-8")
 
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=str(chromium), args=CHROMIUM_ARGS
-                )
-                try:
-                    for scheme in ("light", "dark"):
-                        context = browser.new_context(
-                            viewport={"width": 1400, "height": 1000}, color_scheme=scheme
+            with chromium_browser(chromium) as browser:
+                for scheme in ("light", "dark"):
+                    page = ui_page(browser, color_scheme=scheme)
+                    assets = CHART_TITLES if scheme == "light" else ["event_counts"]
+                    for asset in assets:
+                        shown = _open_chart(page, base_url, asset)
+                        page.screenshot(path=str(ARTIFACTS / f"{asset}-{scheme}.png"))
+                        page.get_by_role("dialog").screenshot(
+                            path=str(ARTIFACTS / f"{asset}-{scheme}-dialog.png")
                         )
-                        page = context.new_page()
-                        # The UI's "Join the Dagster community" pop-up may cover the page.
-                        page.add_locator_handler(
-                            page.get_by_role("button", name="Skip"),
-                            lambda skip: skip.click(),
-                        )
-                        assets = CHART_TITLES if scheme == "light" else ["event_counts"]
-                        for asset in assets:
-                            shown = _open_chart(page, base_url, asset)
-                            page.screenshot(path=str(ARTIFACTS / f"{asset}-{scheme}.png"))
-                            page.get_by_role("dialog").screenshot(
-                                path=str(ARTIFACTS / f"{asset}-{scheme}-dialog.png")
-                            )
-                            assert shown["naturalWidth"] >= 600, (asset, shown)
-                            assert shown["naturalHeight"] > 0, (asset, shown)
-                            assert shown["shownWidth"] > 0, (asset, shown)
-                            assert shown["alt"] == CHART_TITLES[asset], (asset, shown)
-                            page.keyboard.press("Escape")
-                        if scheme == "light":
-                            _check_lineage(page, base_url)
-                        context.close()
-                finally:
-                    browser.close()
+                        assert shown["naturalWidth"] >= 600, (asset, shown)
+                        assert shown["naturalHeight"] > 0, (asset, shown)
+                        assert shown["shownWidth"] > 0, (asset, shown)
+                        assert shown["alt"] == CHART_TITLES[asset], (asset, shown)
+                        page.keyboard.press("Escape")
+                    if scheme == "light":
+                        _check_lineage(page, base_url)
+                    page.context.close()

@@ -106,3 +106,37 @@ def fixture_events(name: str) -> list[dict[str, Any]]:
 
 def gz(lines: list[str]) -> bytes:
     return gzip.compress(("\n".join(lines) + "\n").encode("utf-8"))
+
+
+# The recorded 2021-07-21 hours (200 real events each) stand in for a whole day: hour h serves
+# the events of hour 6 + h % 4, moved into hour h with ids no other hour uses.
+RECORDED_DAY = "2021-07-21"
+RECORDED_HOURS = (6, 7, 8, 9)
+
+
+def day_hour_events(hour: int) -> list[dict[str, Any]]:
+    """The events the day's hour `hour` (0-23) holds: a recorded hour's own events for 6-9."""
+    source = RECORDED_HOURS[hour % len(RECORDED_HOURS)] if hour not in RECORDED_HOURS else hour
+    events = fixture_events(f"{RECORDED_DAY}-{source}.json.gz")
+    if hour == source:
+        return events
+    moved = []
+    for event in events:
+        event = dict(event)
+        # Recorded ids are ~1.7e10; a per-hour offset above them keeps every id unique.
+        event["id"] = str(int(event["id"]) + (hour + 1) * 10**11)
+        created = str(event["created_at"])
+        event["created_at"] = f"{created[:11]}{hour:02d}{created[13:]}"
+        moved.append(event)
+    return moved
+
+
+def serve_day(server: ArchiveServer) -> dict[str, list[dict[str, Any]]]:
+    """Serve all 24 hours of RECORDED_DAY under GH Archive's names; returns {file name: events}."""
+    served = {}
+    for hour in range(24):
+        name = f"{RECORDED_DAY}-{hour}.json.gz"
+        events = day_hour_events(hour)
+        server.files[name] = Served(gz([json.dumps(e) for e in events]))
+        served[name] = events
+    return served
