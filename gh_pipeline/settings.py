@@ -28,6 +28,9 @@ DEFAULT_FAILED_RUN_RETENTION_DAYS = 14
 ENV_GHARCHIVE_URL = "GHARCHIVE_URL"
 ENV_GHARCHIVE_START = "GHARCHIVE_START"
 ENV_ARCHIVE_FULL_EVENTS = "GH_PIPELINE_ARCHIVE_FULL_EVENTS"
+ENV_ARCHIVE_SCOPE = "GH_PIPELINE_ARCHIVE_SCOPE"
+ARCHIVE_SCOPE_ALL = "all"
+ARCHIVE_SCOPE_WATCHED = "watched"
 DEFAULT_GHARCHIVE_URL = "https://data.gharchive.org"
 # GH Archive switched to today's event format (the Events API's) on 2015-01-01.
 DEFAULT_GHARCHIVE_START = "2015-01-01"
@@ -199,3 +202,43 @@ def watched_repos(value: str | None = None) -> WatchList:
             seen.add(entry.lower())
             repos.append(entry)
     return WatchList(tuple(repos), tuple(errors))
+
+
+@dataclass(frozen=True)
+class ArchiveScope:
+    """Which events of a GH Archive hour are stored ($GH_PIPELINE_ARCHIVE_SCOPE): `all`, or only
+    the `watched` repositories' ($GH_PIPELINE_REPOS). `watched` holds the watched repositories
+    under either scope: their per-hour archive coverage is recorded whenever some are named."""
+
+    name: str = ARCHIVE_SCOPE_ALL
+    watched: tuple[str, ...] = ()
+
+    @property
+    def repos(self) -> list[str] | None:
+        """The repositories whose events are stored, lower-cased (GitHub names are
+        case-insensitive); None for every repository."""
+        if self.name == ARCHIVE_SCOPE_ALL:
+            return None
+        return sorted({repo.lower() for repo in self.watched})
+
+
+def archive_scope(value: str | None = None, repos: str | None = None) -> ArchiveScope:
+    """$GH_PIPELINE_ARCHIVE_SCOPE (`all`, the default, or `watched`) with the watched repositories
+    of $GH_PIPELINE_REPOS (or `value`, `repos`). `watched` with no valid repository named is
+    refused rather than storing nothing."""
+    raw = (value if value is not None else os.environ.get(ENV_ARCHIVE_SCOPE, "")).strip()
+    name = raw.lower() or ARCHIVE_SCOPE_ALL
+    if name not in (ARCHIVE_SCOPE_ALL, ARCHIVE_SCOPE_WATCHED):
+        raise ValueError(
+            f"{ENV_ARCHIVE_SCOPE} must be {ARCHIVE_SCOPE_ALL!r} or {ARCHIVE_SCOPE_WATCHED!r},"
+            f" not {raw!r}"
+        )
+    watch = watched_repos(repos)
+    if name == ARCHIVE_SCOPE_WATCHED and not watch.repos:
+        refused = f" ({'; '.join(watch.errors)})" if watch.errors else ""
+        raise ValueError(
+            f"{ENV_ARCHIVE_SCOPE}=watched stores only the watched repositories' events, but"
+            f" {ENV_REPOS} names none{refused}: name them in {ENV_REPOS}, or set"
+            f" {ENV_ARCHIVE_SCOPE}=all"
+        )
+    return ArchiveScope(name, watch.repos)

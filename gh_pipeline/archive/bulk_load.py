@@ -6,7 +6,7 @@ rejected_events with their reason, and a crash or kill -9 leaves either the whol
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,9 @@ import duckdb
 
 from gh_pipeline.archive.eras import era_of
 from gh_pipeline.archive.hours import SOURCE, ArchiveHour
+from gh_pipeline.settings import ARCHIVE_SCOPE_ALL, ARCHIVE_SCOPE_WATCHED, ArchiveScope
 from gh_pipeline.warehouse import raw
+from gh_pipeline.warehouse.catalogue import ARCHIVE_HOURS, WATCHED_REPO_ARCHIVE_HOURS
 from gh_pipeline.warehouse.connection import Rollback, scalar, transaction
 from gh_pipeline.warehouse.raw import LoadStats
 
@@ -52,13 +54,15 @@ class Coverage:
         return self.in_both / self.archive_events if self.archive_events else None
 
 
+# Under a scope ($repos, lower-cased; NULL for all) both sides count that scope's events only.
 _COVERAGE_SQL = f"""
 WITH archive AS (
     SELECT DISTINCT event_id FROM {raw.STAGE_TABLE}
-    WHERE reason IS NULL AND created_at >= $start AND created_at < $end
+    WHERE in_scope AND created_at >= $start AND created_at < $end
 ), live AS (
     SELECT event_id FROM raw_events
     WHERE source = 'api' AND created_at >= $start AND created_at < $end
+      AND ($repos::VARCHAR[] IS NULL OR list_contains($repos::VARCHAR[], lower(repo_name)))
 )
 SELECT (SELECT count(*) FROM live), (SELECT count(*) FROM archive),
        (SELECT count(*) FROM live SEMI JOIN archive USING (event_id))
@@ -71,6 +75,10 @@ class ArchiveLoad:
     coverage: Coverage
     seconds: float
     method: str  # how it was loaded: "direct", "staged" or "staged, all ids checked"
+    scope: ArchiveScope = field(default_factory=ArchiveScope)  # what this load stored
+    hour_scope: str = ARCHIVE_SCOPE_ALL  # what the hour holds over all its loads (archive_hours)
+    hour_scope_repos: tuple[str, ...] | None = None  # with hour_scope watched: whose events
+    repo_events: tuple[tuple[str, int], ...] = ()  # per watched repository: its events in the file
 
     @property
     def events_per_s(self) -> float:
@@ -88,12 +96,102 @@ def _rows_of(hour: ArchiveHour, now: datetime, keep_event: bool) -> dict[str, An
     return {"poll_id": hour.poll_id, "source": SOURCE, "now": now, "keep_event": keep_event}
 
 
-_RECORD_HOUR_SQL = """
-INSERT OR REPLACE INTO archive_hours VALUES (
+_RECORD_HOUR_SQL = f"""
+INSERT OR REPLACE INTO {ARCHIVE_HOURS} (
+    hour_start, poll_id, era, era_summary, loaded_at, load_method, events_in_file, new_events,
+    already_stored, rejected_lines, live_events, live_events_in_file, live_share_in_archive,
+    scope, scope_repos, skipped_by_scope
+) VALUES (
     $hour_start, $poll_id, $era, $era_summary, $loaded_at, $method, $events, $new, $duplicates,
-    $rejected, $live, $in_both, $share
+    $rejected, $live, $in_both, $share, $scope, $scope_repos, $skipped
 )
 """
+
+
+def recorded_scope(
+    conn: duckdb.DuckDBPyConnection, hour: ArchiveHour
+) -> tuple[str, tuple[str, ...] | None] | None:
+    """What archive_hours says the hour holds: (scope, its lower-cased repositories for
+    `watched`), or None when the hour was never loaded."""
+    rows = conn.execute(
+        f"SELECT scope, scope_repos FROM {ARCHIVE_HOURS} WHERE hour_start = $start",
+        {"start": hour.start},
+    ).fetchall()
+    if not rows:
+        return None
+    scope, repos = rows[0]
+    return scope, None if repos is None else tuple(repos)
+
+
+def scope_holds(held: tuple[str, tuple[str, ...] | None] | None, wanted: ArchiveScope) -> bool:
+    """Whether an hour holding `held` (recorded_scope) already has every event `wanted` asks
+    for: an hour loaded with `all` has them for any scope, one loaded with `watched` only for
+    the repositories it was loaded for."""
+    if held is None:
+        return False
+    scope, repos = held
+    if scope == ARCHIVE_SCOPE_ALL:
+        return True
+    return wanted.repos is not None and set(wanted.repos) <= set(repos or ())
+
+
+def _merged_scope(
+    conn: duckdb.DuckDBPyConnection, hour: ArchiveHour, scope: ArchiveScope
+) -> tuple[str, tuple[str, ...] | None]:
+    """What the hour holds after this load: events stored by earlier loads stay stored, so an
+    hour once loaded with `all` stays `all`, and `watched` loads add up their repositories."""
+    if scope.repos is None:
+        return ARCHIVE_SCOPE_ALL, None
+    held = recorded_scope(conn, hour)
+    if held is not None and held[0] == ARCHIVE_SCOPE_ALL:
+        return ARCHIVE_SCOPE_ALL, None
+    earlier = set(held[1] or ()) if held is not None else set()
+    return ARCHIVE_SCOPE_WATCHED, tuple(sorted(earlier | set(scope.repos)))
+
+
+_RECORD_REPO_HOUR_SQL = f"""
+INSERT OR REPLACE INTO {WATCHED_REPO_ARCHIVE_HOURS} VALUES (
+    $repo, $hour_start, $hour_end, $poll_id, $source, $events, $era, $complete_crawl, $caveat, $now
+)
+"""
+
+# The watched repositories' events in the hour's file, by lower-cased name: from the stage (every
+# valid line, stored now or before) or, after a one-pass load, from the rows it stored (then the
+# whole file, as nothing of the hour was stored before). Bounded by created_at like
+# stored_from_hour.
+_REPO_EVENTS_STAGED_SQL = f"""
+SELECT lower(repo_name), count(DISTINCT event_id) FROM {raw.STAGE_TABLE}
+WHERE reason IS NULL AND list_contains($watched::VARCHAR[], lower(repo_name)) GROUP BY 1
+"""
+_REPO_EVENTS_STORED_SQL = """
+SELECT lower(repo_name), count(*) FROM raw_events
+WHERE poll_id = $poll_id AND created_at >= $start AND created_at < $end
+  AND list_contains($watched::VARCHAR[], lower(repo_name))
+GROUP BY 1
+"""
+
+
+def _repo_events(
+    conn: duckdb.DuckDBPyConnection, hour: ArchiveHour, scope: ArchiveScope, *, staged: bool
+) -> tuple[tuple[str, int], ...]:
+    """Per watched repository (as named in GH_PIPELINE_REPOS), its events in the hour's file."""
+    if not scope.watched:
+        return ()
+    watched = sorted({repo.lower() for repo in scope.watched})
+    if staged:
+        rows = conn.execute(_REPO_EVENTS_STAGED_SQL, {"watched": watched}).fetchall()
+    else:
+        rows = conn.execute(
+            _REPO_EVENTS_STORED_SQL,
+            {
+                "poll_id": hour.poll_id,
+                "start": hour.start - STORED_MARGIN,
+                "end": hour.end + STORED_MARGIN,
+                "watched": watched,
+            },
+        ).fetchall()
+    counts = {name: int(n) for name, n in rows}
+    return tuple((repo, counts.get(repo.lower(), 0)) for repo in scope.watched)
 
 
 def _record_hour(
@@ -103,12 +201,35 @@ def _record_hour(
     method: str,
     stats: LoadStats,
     coverage: Coverage,
-) -> None:
-    """The hour's row in archive_hours, inside the load's own transaction."""
+    scope: ArchiveScope,
+    repo_events: tuple[tuple[str, int], ...],
+) -> tuple[str, tuple[str, ...] | None]:
+    """The hour's row in archive_hours and its watched repositories' rows in
+    watched_repo_archive_hours, inside the load's own transaction; returns the hour's scope."""
     era = era_of(hour.start)
+    hour_scope, hour_repos = _merged_scope(conn, hour, scope)
+    for repo, events in repo_events:
+        conn.execute(
+            _RECORD_REPO_HOUR_SQL,
+            {
+                "repo": repo,
+                "hour_start": hour.start,
+                "hour_end": hour.end,
+                "poll_id": hour.poll_id,
+                "source": SOURCE,
+                "events": events,
+                "era": era.name,
+                "complete_crawl": era.name == "complete",
+                "caveat": era.summary,
+                "now": now,
+            },
+        )
     conn.execute(
         _RECORD_HOUR_SQL,
         {
+            "scope": hour_scope,
+            "scope_repos": None if hour_repos is None else list(hour_repos),
+            "skipped": stats.skipped_by_scope,
             "hour_start": hour.start,
             "poll_id": hour.poll_id,
             "era": era.name,
@@ -124,6 +245,7 @@ def _record_hour(
             "share": coverage.live_share_in_archive,
         },
     )
+    return hour_scope, hour_repos
 
 
 _FRESH_SQL = """
@@ -138,6 +260,14 @@ WHERE poll_id = $poll_id AND created_at >= $start AND created_at < $end
 """
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    stats: LoadStats
+    coverage: Coverage
+    hour_scope: tuple[str, tuple[str, ...] | None]
+    repo_events: tuple[tuple[str, int], ...]
+
+
 def _load_direct(
     conn: duckdb.DuckDBPyConnection,
     path: Path,
@@ -145,17 +275,24 @@ def _load_direct(
     now: datetime,
     lines: int,
     keep_event: bool,
-) -> tuple[LoadStats, Coverage] | None:
+    scope: ArchiveScope,
+) -> _Outcome | None:
     """The one-pass load of an hour nothing has touched yet; None (and nothing stored) when the
-    file turns out to hold anything but `lines` new, valid, distinct events."""
+    file turns out to hold anything but `lines` new, valid, distinct events (of the scope)."""
     window = dedup_window(hour)
-    outcome: tuple[LoadStats, Coverage] | None = None
+    outcome: _Outcome | None = None
+    rows = _rows_of(hour, now, keep_event)
     try:
         with transaction(conn):
-            new = raw.insert_file_direct(
-                conn, path, window=window, **_rows_of(hour, now, keep_event)
-            )
-            if new != lines:  # a rejected, repeated or empty line, or a known event: go staged
+            if scope.repos is None:
+                read = new = in_scope = raw.insert_file_direct(conn, path, window=window, **rows)
+            else:
+                del rows["keep_event"]  # a scoped load never keeps `event` (see load_hour_file)
+                read, in_scope, new = raw.insert_file_scoped(
+                    conn, path, repos=scope.repos, window=window, **rows
+                )
+            # A rejected, repeated or empty line, or a known event: go staged.
+            if read != lines or new != in_scope:
                 raise Rollback
             in_hour = int(
                 scalar(
@@ -164,11 +301,15 @@ def _load_direct(
                     {"poll_id": hour.poll_id, "start": hour.start, "end": hour.end},
                 )
             )
-            outcome = (
-                LoadStats(received=new, new=new, duplicates=0, rejected=0),
-                Coverage(live_events=0, archive_events=in_hour, in_both=0),
+            stats = LoadStats(
+                received=read, new=new, duplicates=0, rejected=0, skipped_by_scope=read - in_scope
             )
-            _record_hour(conn, hour, now, "direct", *outcome)
+            coverage = Coverage(live_events=0, archive_events=in_hour, in_both=0)
+            repo_events = _repo_events(conn, hour, scope, staged=False)
+            hour_scope = _record_hour(
+                conn, hour, now, "direct", stats, coverage, scope, repo_events
+            )
+            outcome = _Outcome(stats, coverage, hour_scope, repo_events)
     except duckdb.ConstraintException:  # an id repeated in the file or stored elsewhere
         return None
     except duckdb.InvalidInputException:  # a line the staged path rejects with its reason
@@ -184,21 +325,27 @@ def _load_staged(
     window: tuple[datetime, datetime] | None,
     keep_event: bool,
     method: str,
-) -> tuple[LoadStats, Coverage]:
+    scope: ArchiveScope,
+) -> _Outcome:
     with transaction(conn):
-        received, rejected = raw.stage_ndjson(conn, path)
+        received, rejected, skipped = raw.stage_ndjson(conn, path, repos=scope.repos)
         # Measured before the insert: the overlap with what the live feed already stored.
         live, archive, both = conn.execute(
-            _COVERAGE_SQL, {"start": hour.start, "end": hour.end}
+            _COVERAGE_SQL, {"start": hour.start, "end": hour.end, "repos": scope.repos}
         ).fetchall()[0]
+        repo_events = _repo_events(conn, hour, scope, staged=True)
         new = raw.insert_staged(conn, window=window, **_rows_of(hour, now, keep_event))
         raw.drop_stage(conn)
         stats = LoadStats(
-            received=received, new=new, duplicates=received - rejected - new, rejected=rejected
+            received=received,
+            new=new,
+            duplicates=received - rejected - skipped - new,
+            rejected=rejected,
+            skipped_by_scope=skipped,
         )
         coverage = Coverage(live_events=int(live), archive_events=int(archive), in_both=int(both))
-        _record_hour(conn, hour, now, method, stats, coverage)
-    return stats, coverage
+        hour_scope = _record_hour(conn, hour, now, method, stats, coverage, scope, repo_events)
+    return _Outcome(stats, coverage, hour_scope, repo_events)
 
 
 def load_hour_file(
@@ -209,6 +356,7 @@ def load_hour_file(
     now: datetime | None = None,
     expected_lines: int | None = None,
     keep_event: bool = False,
+    scope: ArchiveScope | None = None,
 ) -> ArchiveLoad:
     """Load one verified hour file into raw_events in a single transaction; rerunning adds nothing.
 
@@ -222,7 +370,13 @@ def load_hour_file(
     Archive rows keep the typed columns and `payload`; the whole line goes to `event` only with
     `keep_event` ($GH_PIPELINE_ARCHIVE_FULL_EVENTS): GH Archive itself is the durable copy of the
     line, and keeping it costs a second parse and about twice the stored bytes.
+
+    `scope` ($GH_PIPELINE_ARCHIVE_SCOPE, default all) decides whose events are stored: with
+    `watched`, only the watched repositories' (matched case-insensitively) while the file is
+    read; every line is still checked and a corrupt one quarantined. Under either scope, each
+    watched repository gets its row for the hour in watched_repo_archive_hours.
     """
+    scope = scope or ArchiveScope()
     now = now or datetime.now(UTC)
     started = time.perf_counter()
     # An hour is hundreds of MB of JSON: past the limit DuckDB spills its staging tables to
@@ -232,7 +386,10 @@ def load_hour_file(
         window = dedup_window(hour)
         result = None
         method = "direct"
-        if expected_lines:
+        # The one pass keeps `event` only through the staged select, which cannot tell another
+        # repository's event from a rejected line by the count: a scoped load with `event` goes
+        # staged.
+        if expected_lines and not (keep_event and scope.repos is not None):
             live, earlier = conn.execute(
                 _FRESH_SQL,
                 {
@@ -244,23 +401,29 @@ def load_hour_file(
                 },
             ).fetchall()[0]
             if not live and not earlier:
-                result = _load_direct(conn, path, hour, now, expected_lines, keep_event)
+                result = _load_direct(conn, path, hour, now, expected_lines, keep_event, scope)
         if result is None:
             try:
                 method = "staged"
-                result = _load_staged(conn, path, hour, now, window, keep_event, method)
+                result = _load_staged(conn, path, hour, now, window, keep_event, method, scope)
             except duckdb.ConstraintException:
                 # An event of this hour stored with a created_at outside the window: check
                 # against every stored id instead (slower as history grows, always right).
                 method = "staged, all ids checked"
-                result = _load_staged(conn, path, hour, now, None, keep_event, method)
+                result = _load_staged(conn, path, hour, now, None, keep_event, method, scope)
     finally:
         # Back to DuckDB's default (nothing here configures another; SET with the value read
         # back would lose precision, DuckDB prints it rounded).
         conn.execute("RESET memory_limit")
-    stats, coverage = result
     return ArchiveLoad(
-        stats=stats, coverage=coverage, seconds=time.perf_counter() - started, method=method
+        stats=result.stats,
+        coverage=result.coverage,
+        seconds=time.perf_counter() - started,
+        method=method,
+        scope=scope,
+        hour_scope=result.hour_scope[0],
+        hour_scope_repos=result.hour_scope[1],
+        repo_events=result.repo_events,
     )
 
 

@@ -375,8 +375,14 @@ def _load_archive_hour(
             "swapped. Retry, or rebuild without the archive (--skip-archive) and backfill later."
         ) from exc
     try:
+        # The scope set now, as for every other archive setting: a rebuild stores what the
+        # pipeline is configured to store (docs/gharchive.md).
         bulk_load.load_hour_file(
-            conn, download.path, hour, keep_event=settings.archive_full_events()
+            conn,
+            download.path,
+            hour,
+            keep_event=settings.archive_full_events(),
+            scope=settings.archive_scope(),
         )
     finally:
         download.path.unlink(missing_ok=True)

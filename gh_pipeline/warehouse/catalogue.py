@@ -58,6 +58,8 @@ EVENT_MINUTE_COUNTS = "event_minute_counts"
 WATCHED_REPOS = "watched_repos"
 WATCHED_REPO_GAPS = "watched_repo_gaps"
 WATCHED_REPO_EVENTS = "watched_repo_events"
+# Which GH Archive hours were read for each watched repository, and what they held.
+WATCHED_REPO_ARCHIVE_HOURS = "watched_repo_archive_hours"
 SCHEMA_PROFILE = "schema_profile"
 SCHEMA_PROFILE_TYPES = "schema_profile_types"
 SCHEMA_PROFILE_WATERMARK = "schema_profile_watermark"
@@ -93,6 +95,11 @@ TABLES: tuple[Table, ...] = (
     ),
     Table(WATCHED_REPO_GAPS, LIVE, "spans a watched repository's polls did not overlap"),
     Table(WATCHED_REPO_EVENTS, LIVE, "the event ids each watched repository's feed released"),
+    Table(
+        WATCHED_REPO_ARCHIVE_HOURS,
+        ARCHIVE,
+        "per watched repository and GH Archive hour: its events in the file, era caveat",
+    ),
     Table(WATERMARKS, MODEL, "the highest source seq each derived table has folded in"),
     *(
         Table(

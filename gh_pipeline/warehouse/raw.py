@@ -5,7 +5,7 @@ each event id is stored once, corrupt lines go to rejected_events with their rea
 is one transaction, so a crash leaves either all rows of a file or none.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,9 @@ class LoadStats:
     new: int
     duplicates: int
     rejected: int
+    # Valid events left out because their repository is outside the load's scope (GH Archive
+    # hours loaded with GH_PIPELINE_ARCHIVE_SCOPE=watched); always 0 for live polls.
+    skipped_by_scope: int = 0
 
 
 def read_lines_sql(paths: str, *options: str) -> str:
@@ -42,6 +45,10 @@ def read_lines_sql(paths: str, *options: str) -> str:
 # once more to pull every column out in one multi-path json_extract; the full-document json_type()
 # runs only for lines that already failed a check. Empty lines are not events and are skipped;
 # strict_mode=false turns a stray \x01 byte into a truncated (hence rejected) line, not a failed load.
+# $repos (lower-cased names, or NULL for every repository) is the load's scope: a valid event of
+# another repository is only counted (in_scope false) and its payload and JSON are not kept. A
+# rejected line is rejected whatever its repository: a line that fails the checks cannot be
+# trusted to name one.
 STAGE_TABLE = "_stage"
 _SKIP_TABLE = "_stage_skip"
 MAX_LINE_BYTES = 16 * 1024 * 1024  # as DuckDB's own read_json default maximum_object_size
@@ -82,10 +89,15 @@ WITH lines AS (
                 THEN 'missing or malformed repo.name'
         END AS reason
     FROM fields
+), scoped AS (
+    SELECT *, reason IS NULL AND ($repos::VARCHAR[] IS NULL
+                                  OR list_contains($repos::VARCHAR[], lower(repo_name))) AS in_scope
+    FROM checked
 )
-SELECT line_number, event_id, event_type, created_at, actor_login, repo_id, repo_name, payload, j,
-       reason, CASE WHEN reason IS NOT NULL THEN line END AS raw_text
-FROM checked
+SELECT line_number, event_id, event_type, created_at, actor_login, repo_id, repo_name,
+       CASE WHEN in_scope THEN payload END AS payload, CASE WHEN in_scope THEN j END AS j,
+       reason, in_scope, CASE WHEN reason IS NOT NULL THEN line END AS raw_text
+FROM scoped
 """
 _STAGE_SQL = f"CREATE OR REPLACE TEMP TABLE {STAGE_TABLE} AS {_STAGE_SELECT}"
 
@@ -94,7 +106,7 @@ _STAGE_SQL = f"CREATE OR REPLACE TEMP TABLE {STAGE_TABLE} AS {_STAGE_SELECT}"
 _SKIP_REPEATS_SQL = """
 CREATE OR REPLACE TEMP TABLE _stage_skip AS
 SELECT line_number FROM _stage
-WHERE reason IS NULL
+WHERE in_scope
 QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY line_number) > 1
 UNION ALL
 """
@@ -105,7 +117,7 @@ _SKIP_SQL = (
     _SKIP_REPEATS_SQL
     + """
 SELECT s.line_number FROM _stage s SEMI JOIN raw_events r ON r.event_id = s.event_id
-WHERE s.reason IS NULL
+WHERE s.in_scope
 """
 )
 
@@ -114,7 +126,7 @@ _SKIP_KNOWN_SQL = (
     _SKIP_REPEATS_SQL
     + """
 SELECT line_number FROM _stage
-WHERE reason IS NULL AND event_id IN (SELECT unnest($known::VARCHAR[]))
+WHERE in_scope AND event_id IN (SELECT unnest($known::VARCHAR[]))
 """
 )
 
@@ -129,9 +141,14 @@ SELECT s.line_number FROM _stage s
 SEMI JOIN (SELECT event_id FROM raw_events
            WHERE created_at >= $window_start AND created_at < $window_end) r
     ON r.event_id = s.event_id
-WHERE s.reason IS NULL
+WHERE s.in_scope
 """
 )
+
+# Not stored yet among the events created in the load's window (see _SKIP_WINDOW_SQL).
+_NOT_STORED_IN_WINDOW = """NOT EXISTS (SELECT 1 FROM raw_events r
+                  WHERE r.event_id = s.event_id
+                    AND r.created_at >= $window_start AND r.created_at < $window_end)"""
 
 # One pass from file to table, no staging: for a file expected to be all new, valid, distinct
 # events (a fresh GH Archive hour). It stores no rejected lines, and a repeated id, or one stored
@@ -146,10 +163,7 @@ INSERT INTO raw_events (event_id, event_type, created_at, actor_login, repo_id, 
 SELECT s.event_id, s.event_type, s.created_at, s.actor_login, s.repo_id, s.repo_name,
        s.payload, s.j, $ingested_at, $poll_id, $source, $seq
 FROM ({_STAGE_SELECT}) s
-WHERE s.reason IS NULL
-  AND NOT EXISTS (SELECT 1 FROM raw_events r
-                  WHERE r.event_id = s.event_id
-                    AND r.created_at >= $window_start AND r.created_at < $window_end)
+WHERE s.in_scope AND {_NOT_STORED_IN_WINDOW}
 """
 
 # The same one pass, reading only the fields the warehouse keeps, through DuckDB's typed JSON
@@ -162,13 +176,7 @@ WHERE s.reason IS NULL
 _TYPED_COLUMNS = (
     "{id: 'JSON', type: 'JSON', actor: 'JSON', repo: 'JSON', payload: 'JSON', created_at: 'JSON'}"
 )
-_TYPED_INSERT_SQL = f"""
-INSERT INTO raw_events (event_id, event_type, created_at, actor_login, repo_id, repo_name,
-                        payload, event, ingested_at, poll_id, source, seq)
-SELECT s.event_id, s.event_type, s.created_at, s.actor_login, s.repo_id, s.repo_name,
-       s.payload, NULL, $ingested_at, $poll_id, $source, $seq
-FROM (
-    SELECT
+_TYPED_FIELDS = """
         CASE WHEN json_type(id) IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN id ->> '$'
              ELSE error('missing or malformed id') END AS event_id,
         CASE WHEN json_type(type) = 'VARCHAR' THEN type ->> '$'
@@ -179,13 +187,60 @@ FROM (
         try_cast(repo ->> '$.id' AS BIGINT) AS repo_id,
         CASE WHEN json_type(repo, '$.name') = 'VARCHAR' THEN repo ->> '$.name'
              ELSE error('missing or malformed repo.name') END AS repo_name,
-        payload
-    FROM read_json($path, columns = {_TYPED_COLUMNS}, format = 'newline_delimited',
-                   maximum_object_size = $max_line_bytes)
-) s
-WHERE NOT EXISTS (SELECT 1 FROM raw_events r
-                  WHERE r.event_id = s.event_id
-                    AND r.created_at >= $window_start AND r.created_at < $window_end)
+        payload"""
+_TYPED_READ = f"""read_json($path, columns = {_TYPED_COLUMNS}, format = 'newline_delimited',
+                   maximum_object_size = $max_line_bytes)"""
+_TYPED_INSERT_SQL = f"""
+INSERT INTO raw_events (event_id, event_type, created_at, actor_login, repo_id, repo_name,
+                        payload, event, ingested_at, poll_id, source, seq)
+SELECT s.event_id, s.event_type, s.created_at, s.actor_login, s.repo_id, s.repo_name,
+       s.payload, NULL, $ingested_at, $poll_id, $source, $seq
+FROM (SELECT {_TYPED_FIELDS} FROM {_TYPED_READ}) s
+WHERE {_NOT_STORED_IN_WINDOW}
+"""
+
+# The typed one pass for a scope ($repos, lower-cased names): every line is still checked, and
+# only the watched repositories' events keep their fields. The checks live in the one expression
+# the scope is decided by (scope_key), so DuckDB must evaluate them on every line: with the scope
+# in a separate filter it could drop another repository's line before computing (and failing)
+# its id, and a line the staged path rejects would vanish without a trace. The pass keeps one
+# small row per line in _scoped (a flag, and the fields for the watched ones), so the caller
+# learns how many lines were read and how many were in scope, exactly as the staged path counts.
+_SCOPED_TABLE = "_scoped"
+_TYPED_SCOPED_SQL = f"""
+CREATE OR REPLACE TEMP TABLE {_SCOPED_TABLE} AS
+SELECT in_scope,
+       CASE WHEN in_scope THEN event_id END AS event_id,
+       CASE WHEN in_scope THEN event_type END AS event_type,
+       CASE WHEN in_scope THEN created_at END AS created_at,
+       CASE WHEN in_scope THEN actor_login END AS actor_login,
+       CASE WHEN in_scope THEN repo_id END AS repo_id,
+       CASE WHEN in_scope THEN repo_name END AS repo_name,
+       CASE WHEN in_scope THEN payload END AS payload
+FROM (
+    SELECT list_contains($repos::VARCHAR[], scope_key) AS in_scope, *
+    FROM (
+        SELECT
+            CASE WHEN json_type(id) NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT') OR id IS NULL
+                     THEN error('missing or malformed id')
+                 WHEN json_type(type) <> 'VARCHAR' OR type IS NULL
+                     THEN error('missing or malformed type')
+                 WHEN try_cast(created_at ->> '$' AS TIMESTAMPTZ) IS NULL
+                     THEN error('missing or unparseable created_at')
+                 WHEN json_type(repo, '$.name') = 'VARCHAR' THEN lower(repo ->> '$.name')
+                 ELSE error('missing or malformed repo.name') END AS scope_key,
+            {_TYPED_FIELDS}
+        FROM {_TYPED_READ}
+    )
+)
+"""
+_SCOPED_INSERT_SQL = f"""
+INSERT INTO raw_events (event_id, event_type, created_at, actor_login, repo_id, repo_name,
+                        payload, event, ingested_at, poll_id, source, seq)
+SELECT s.event_id, s.event_type, s.created_at, s.actor_login, s.repo_id, s.repo_name,
+       s.payload, NULL, $ingested_at, $poll_id, $source, $seq
+FROM {_SCOPED_TABLE} s
+WHERE s.in_scope AND {_NOT_STORED_IN_WINDOW}
 """
 
 # A plain INSERT: INSERT OR IGNORE would group every staged row (JSON included) by id first.
@@ -195,7 +250,7 @@ INSERT INTO raw_events (event_id, event_type, created_at, actor_login, repo_id, 
 SELECT s.event_id, s.event_type, s.created_at, s.actor_login, s.repo_id, s.repo_name,
        s.payload, CASE WHEN $keep_event THEN s.j END, $ingested_at, $poll_id, $source
 FROM _stage s
-WHERE s.reason IS NULL
+WHERE s.in_scope
   AND NOT EXISTS (SELECT 1 FROM _stage_skip k WHERE k.line_number = s.line_number)
 """
 
@@ -239,14 +294,26 @@ def known_event_ids(conn: duckdb.DuckDBPyConnection, ids: Iterable[str]) -> set[
     return found
 
 
-def stage_ndjson(conn: duckdb.DuckDBPyConnection, path: Path) -> tuple[int, int]:
-    """Read and check one NDJSON(.gz) file into the temp table `_stage`; returns (lines, rejected).
-    Call inside the caller's transaction, then insert_staged() and drop_stage()."""
-    conn.execute(_STAGE_SQL, {"path": str(path), "max_line_bytes": MAX_LINE_BYTES})
-    received, rejected = conn.execute(
-        "SELECT count(*), count(*) FILTER (WHERE reason IS NOT NULL) FROM _stage"
+def stage_ndjson(
+    conn: duckdb.DuckDBPyConnection, path: Path, *, repos: Sequence[str] | None = None
+) -> tuple[int, int, int]:
+    """Read and check one NDJSON(.gz) file into the temp table `_stage`; returns (lines,
+    rejected, skipped by scope). With `repos` (lower-cased owner/name) only those repositories'
+    valid events are in scope; the others are counted, not kept. Call inside the caller's
+    transaction, then insert_staged() and drop_stage()."""
+    conn.execute(
+        _STAGE_SQL,
+        {
+            "path": str(path),
+            "max_line_bytes": MAX_LINE_BYTES,
+            "repos": None if repos is None else list(repos),
+        },
+    )
+    received, rejected, skipped = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE reason IS NOT NULL),"
+        " count(*) FILTER (WHERE reason IS NULL AND NOT in_scope) FROM _stage"
     ).fetchall()[0]
-    return int(received), int(rejected)
+    return int(received), int(rejected), int(skipped)
 
 
 def insert_staged(
@@ -263,9 +330,9 @@ def insert_staged(
     `keep_event` the whole line is not stored in `event` (payload and typed columns are)."""
     if window is not None:
         conn.execute(_SKIP_WINDOW_SQL, {"window_start": window[0], "window_end": window[1]})
-    elif int(scalar(conn, "SELECT count(*) FROM _stage")) <= INDEX_LOOKUP_MAX_IDS:
+    elif int(scalar(conn, "SELECT count(*) FROM _stage WHERE in_scope")) <= INDEX_LOOKUP_MAX_IDS:
         # A poll-sized file: find its stored ids through the index instead of scanning them all.
-        sql = "SELECT DISTINCT event_id FROM _stage WHERE reason IS NULL"
+        sql = "SELECT DISTINCT event_id FROM _stage WHERE in_scope"
         staged = [r[0] for r in conn.execute(sql).fetchall()]
         conn.execute(_SKIP_KNOWN_SQL, {"known": sorted(known_event_ids(conn, staged))})
     else:
@@ -312,14 +379,52 @@ def insert_file_direct(
         "window_start": window[0],
         "window_end": window[1],
     }
+    if keep_event:
+        params["repos"] = None  # _STAGE_SELECT's scope: every repository
     return int(scalar(conn, _DIRECT_INSERT_SQL if keep_event else _TYPED_INSERT_SQL, params))
+
+
+def insert_file_scoped(
+    conn: duckdb.DuckDBPyConnection,
+    path: Path,
+    *,
+    repos: Sequence[str],
+    poll_id: str,
+    source: str,
+    now: datetime,
+    window: tuple[datetime, datetime],
+) -> tuple[int, int, int]:
+    """insert_file_direct (typed, without `event`) for the events of `repos` (lower-cased
+    owner/name) only; returns (lines read, events in scope, rows inserted). Raises as
+    insert_file_direct does, on any line the staged path would reject whatever its repository
+    (_TYPED_SCOPED_SQL); the caller checks the counts and falls back to the staged load."""
+    read_params = {"path": str(path), "max_line_bytes": MAX_LINE_BYTES, "repos": list(repos)}
+    # Created inside the caller's transaction: a failed attempt rolls the table back with it.
+    conn.execute(_TYPED_SCOPED_SQL, read_params)
+    lines, in_scope = conn.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE in_scope) FROM {_SCOPED_TABLE}"
+    ).fetchall()[0]
+    inserted = scalar(
+        conn,
+        _SCOPED_INSERT_SQL,
+        {
+            "seq": int(scalar(conn, "SELECT nextval('raw_events_seq')")),
+            "ingested_at": now,
+            "poll_id": poll_id,
+            "source": source,
+            "window_start": window[0],
+            "window_end": window[1],
+        },
+    )
+    conn.execute(f"DROP TABLE {_SCOPED_TABLE}")
+    return int(lines), int(in_scope), int(inserted)
 
 
 def load_staged(
     conn: duckdb.DuckDBPyConnection, path: Path, *, poll_id: str, source: str, now: datetime
 ) -> LoadStats:
     """Stage, check and insert one file inside the caller's transaction."""
-    received, rejected = stage_ndjson(conn, path)
+    received, rejected, _ = stage_ndjson(conn, path)
     new = insert_staged(conn, poll_id=poll_id, source=source, now=now)
     drop_stage(conn)
     return LoadStats(

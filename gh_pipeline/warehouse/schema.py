@@ -9,6 +9,7 @@ import duckdb
 from gh_pipeline.warehouse.catalogue import (
     ARCHIVE_HOURS,
     FILTERED_TABLES,
+    WATCHED_REPO_ARCHIVE_HOURS,
     WATERMARKS,
     FilteredTable,
 )
@@ -124,6 +125,29 @@ CREATE TABLE IF NOT EXISTS {ARCHIVE_HOURS} (
     live_events             BIGINT NOT NULL,  -- stored from live polls, created in the hour
     live_events_in_file     BIGINT NOT NULL,  -- of those, how many the hour's file holds
     live_share_in_archive   DOUBLE            -- their share; NULL when no live event overlaps
+);
+-- GH_PIPELINE_ARCHIVE_SCOPE: what the hour holds, over all its loads. 'all': every event of the
+-- file; 'watched': the events of scope_repos (lower-cased) only. Hours loaded before the setting
+-- existed hold every event, hence the default.
+ALTER TABLE {ARCHIVE_HOURS} ADD COLUMN IF NOT EXISTS scope VARCHAR DEFAULT 'all';
+ALTER TABLE {ARCHIVE_HOURS} ADD COLUMN IF NOT EXISTS scope_repos VARCHAR[];
+ALTER TABLE {ARCHIVE_HOURS} ADD COLUMN IF NOT EXISTS skipped_by_scope BIGINT DEFAULT 0;
+-- Per watched repository and archive hour: that the hour's file was read for it and how many of
+-- its events the file held. Not a completeness claim: since 2025-05-24 GH Archive crawls one page
+-- of /events per poll, so the file holds a sample of the repository's events (complete_crawl
+-- false, caveat says why); completeness comes only from the live repository feed (watched_repos).
+CREATE TABLE IF NOT EXISTS {WATCHED_REPO_ARCHIVE_HOURS} (
+    repo_name       VARCHAR NOT NULL,      -- as named in GH_PIPELINE_REPOS
+    hour_start      TIMESTAMPTZ NOT NULL,
+    hour_end        TIMESTAMPTZ NOT NULL,
+    poll_id         VARCHAR NOT NULL,      -- gharchive:YYYY-MM-DD-H
+    source          VARCHAR NOT NULL,      -- 'gharchive'
+    events          BIGINT NOT NULL,       -- distinct valid events of the repository in the file
+    era             VARCHAR NOT NULL,
+    complete_crawl  BOOLEAN NOT NULL,      -- GH Archive crawled every page that hour (era complete)
+    caveat          VARCHAR NOT NULL,      -- the era's summary: what the file can be trusted for
+    recorded_at     TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (repo_name, hour_start)
 )"""
 
 # The schema-drift baseline of gh_pipeline.ops.quality.

@@ -3,6 +3,8 @@
     uv run python -m gh_pipeline_tests.benchmarks.archive_load                  # both eras, 120k events
     uv run python -m gh_pipeline_tests.benchmarks.archive_load --era pre-trim --repeat 3
     uv run python -m gh_pipeline_tests.benchmarks.archive_load --events 250000 --era pre-trim
+    uv run python -m gh_pipeline_tests.benchmarks.archive_load --era pre-trim --scope both \
+        --backfill-hours 0          # the load under GH_PIPELINE_ARCHIVE_SCOPE=all and =watched
 
 It builds realistic synthetic hours from the real GH Archive events in
 gh_pipeline_tests/fixtures/gharchive (1,850 recorded events of 2015-2024), one per era, each event
@@ -24,6 +26,10 @@ own) and a fresh DuckDB file:
              is inflated and verified as it arrives and stored as NDJSON, as in production;
 - load:      bulk_load.load_hour_file() on that NDJSON into an empty warehouse;
 - reload:    the same hour again into the same warehouse (every event already stored).
+
+With --scope watched (or both) the load and reload run with GH_PIPELINE_ARCHIVE_SCOPE=watched for
+WATCHED_REPOS: ten of the hour's repositories spread over the popularity ranks, from a top one to
+the long tail, as a user's ten repositories would be.
 
 The figure the target speaks of is download + load (what the asset does) against the bare pinned
 read of the same .json.gz. Rates are events per wall-clock second. The machine may be shared: CPU
@@ -76,6 +82,9 @@ PINNED = (
     "{id: 'VARCHAR', type: 'VARCHAR', actor: 'JSON', repo: 'JSON', payload: 'JSON',"
     " public: 'BOOLEAN', created_at: 'TIMESTAMPTZ', org: 'JSON'}"
 )
+# Popularity ranks of the ten watched repositories of --scope watched (rank 0 is the busiest).
+WATCHED_RANKS = (0, 3, 10, 30, 100, 300, 1000, 3000, 10_000, 30_000)
+SCOPES = ("all", "watched")
 _ID, _TS, _REPO, _REPO_ID, _ACTOR = "@@ID@@", "@@TS@@", "@@REPO@@", "@@RID@@", "@@ACTOR@@"
 
 
@@ -118,6 +127,14 @@ def load_templates(era: str = "post-trim") -> list[str]:
     return templates
 
 
+def _repo_name(rank: int) -> str:
+    return f"owner{rank // 4}/repo-{rank}"
+
+
+def watched_scope() -> settings.ArchiveScope:
+    return settings.archive_scope("watched", " ".join(_repo_name(r) for r in WATCHED_RANKS))
+
+
 def _zipf_cum_weights(n: int, q: float) -> list[float]:
     # Zipf-Mandelbrot (s = 1): rank k has weight 1 / (k + q); q keeps the top one near 0.1 %.
     return list(itertools.accumulate(1.0 / (k + q) for k in range(n)))
@@ -150,7 +167,7 @@ def generate(
                 .replace(_ID, str(first_id + i))
                 .replace(_TS, at.strftime("%Y-%m-%dT%H:%M:%SZ"))
                 .replace(_REPO_ID, str(10_000_000 + repo))
-                .replace(_REPO, f"owner{repo // 4}/repo-{repo}")
+                .replace(_REPO, _repo_name(repo))
                 .replace(_ACTOR, f"user{actor}")
             )
             total_bytes += len(line.encode("utf-8")) + 1
@@ -198,7 +215,8 @@ class _Quiet(SimpleHTTPRequestHandler):
         pass
 
 
-def phase_load(file: Path, db: Path) -> dict[str, Any]:
+def phase_load(file: Path, db: Path, scope_name: str = "all") -> dict[str, Any]:
+    scope = watched_scope() if scope_name == "watched" else settings.ArchiveScope()
     hour = hours.ArchiveHour(HOUR)
     served = file.parent / "served"
     served.mkdir(exist_ok=True)
@@ -220,11 +238,15 @@ def phase_load(file: Path, db: Path) -> dict[str, Any]:
     try:
         conn = warehouse.connect(db)
         start = _usage()
-        first = bulk_load.load_hour_file(conn, download.path, hour, expected_lines=download.lines)
+        first = bulk_load.load_hour_file(
+            conn, download.path, hour, expected_lines=download.lines, scope=scope
+        )
         load = _since(start)
         rss_after_load = _peak_rss_mb()
         start = _usage()
-        again = bulk_load.load_hour_file(conn, download.path, hour, expected_lines=download.lines)
+        again = bulk_load.load_hour_file(
+            conn, download.path, hour, expected_lines=download.lines, scope=scope
+        )
         reload = _since(start)
         stored = int(warehouse.scalar(conn, "SELECT count(*) FROM raw_events"))
         conn.close()
@@ -233,7 +255,13 @@ def phase_load(file: Path, db: Path) -> dict[str, Any]:
     return {
         "lines": download.lines,
         "download": fetched,
-        "load": {**load, "new": first.stats.new, "method": first.method},
+        "scope": scope_name,
+        "load": {
+            **load,
+            "new": first.stats.new,
+            "method": first.method,
+            "skipped_by_scope": first.stats.skipped_by_scope,
+        },
         "reload": {**reload, "new": again.stats.new, "method": again.method},
         "stored": stored,
         "peak_rss_mb_load": rss_after_load,
@@ -383,11 +411,11 @@ def bench_backfill(work: Path, era: str, hours_n: int, events: int, seed: int) -
     return {"bare": bare, "backfill": ours, "ratio": ratio, "seconds_per_day": day_s}
 
 
-def _spawn(phase: str, file: Path, db: Path) -> dict[str, Any]:
+def _spawn(phase: str, file: Path, db: Path, scope: str = "all") -> dict[str, Any]:
     for stale in db.parent.glob(f"{db.name}*"):
         stale.unlink()
     cmd = [sys.executable, "-m", "gh_pipeline_tests.benchmarks.archive_load", "--worker", phase]
-    cmd += ["--file", str(file), "--db", str(db)]
+    cmd += ["--file", str(file), "--db", str(db), "--scope", scope]
     load_before = os.getloadavg()[0]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -417,7 +445,9 @@ def _hour_file(work: Path, era: str, events: int, seed: int) -> tuple[Path, dict
     return file, meta
 
 
-def bench_era(work: Path, era: str, events: int, seed: int, repeat: int) -> dict[str, Any]:
+def bench_era(
+    work: Path, era: str, events: int, seed: int, repeat: int, scopes: tuple[str, ...] = ("all",)
+) -> dict[str, Any]:
     file, meta = _hour_file(work, era, events, seed)
     events = int(meta["events"])
     print(
@@ -427,31 +457,38 @@ def bench_era(work: Path, era: str, events: int, seed: int, repeat: int) -> dict
     ndjson = file.with_suffix("").with_suffix(".ndjson")
     if not ndjson.exists():
         fetch.expand_gzip_file(file, ndjson)
-    runs: dict[str, list[dict[str, Any]]] = {"bare_pinned_gz": [], "bare_auto": [], "load": []}
+    load_keys = {scope: "load" if scope == "all" else f"load_{scope}" for scope in scopes}
+    runs: dict[str, list[dict[str, Any]]] = {"bare_pinned_gz": [], "bare_auto": []}
+    runs.update({key: [] for key in load_keys.values()})
     for i in range(repeat):
-        for phase, worker, source in (
-            ("bare_pinned_gz", "bare_pinned", file),
-            ("bare_auto", "bare", ndjson),
-            ("load", "load", file),
+        for phase, worker, source, scope in (
+            ("bare_pinned_gz", "bare_pinned", file, "all"),
+            ("bare_auto", "bare", ndjson, "all"),
+            *((load_keys[scope], "load", file, scope) for scope in scopes),
         ):
             print(f"  run {i + 1}/{repeat}: {phase} ...", flush=True)
-            runs[phase].append(_spawn(worker, source, work / f"{phase}.duckdb"))
+            runs[phase].append(_spawn(worker, source, work / f"{phase}.duckdb", scope))
     ndjson.unlink(missing_ok=True)
 
     def med(values: list[float]) -> float:
         return statistics.median(values)
 
+    main_key = load_keys[scopes[0]]
     bare = med([r["wall_s"] for r in runs["bare_pinned_gz"]])
-    download = med([r["download"]["wall_s"] for r in runs["load"]])
-    load = med([r["load"]["wall_s"] for r in runs["load"]])
-    in_asset = med([r["download"]["wall_s"] + r["load"]["wall_s"] for r in runs["load"]])
+    download = med([r["download"]["wall_s"] for r in runs[main_key]])
+    load = med([r["load"]["wall_s"] for r in runs[main_key]])
+    in_asset = med([r["download"]["wall_s"] + r["load"]["wall_s"] for r in runs[main_key]])
     rows = [
         ("bare read_json, pinned, .json.gz", runs["bare_pinned_gz"], None),
         ("bare read_json, auto, NDJSON", runs["bare_auto"], None),
-        ("download + verify, localhost", runs["load"], "download"),
-        (f"our load ({runs['load'][0]['load']['method']})", runs["load"], "load"),
-        (f"our reload ({runs['load'][0]['reload']['method']})", runs["load"], "reload"),
+        ("download + verify, localhost", runs[main_key], "download"),
     ]
+    for scope, key in load_keys.items():
+        first = runs[key][0]
+        rows += [
+            (f"our load, {scope} ({first['load']['method']})", runs[key], "load"),
+            (f"our reload, {scope} ({first['reload']['method']})", runs[key], "reload"),
+        ]
     loads = [x for r in itertools.chain(*runs.values()) for x in r["load_avg_1m"]]
     print(
         f"  {platform.machine()} {os.cpu_count()} cores, duckdb {duckdb.__version__}, "
@@ -464,13 +501,20 @@ def bench_era(work: Path, era: str, events: int, seed: int, repeat: int) -> dict
         cpu = med([p["cpu_s"] for p in parts])
         rss = max(r["peak_rss_mb_load" if key == "load" else "peak_rss_mb"] for r in results)
         print(f"  {name:34s} {wall:7.2f} {cpu:7.2f} {_rate(events, wall):10,.0f} {rss:12,.0f}")
+    for scope, key in load_keys.items():
+        first = runs[key][0]
+        print(
+            f"  scope {scope}: {first['stored']:,} events stored, "
+            f"{first['load']['skipped_by_scope']:,} skipped by scope; warehouse "
+            f"{med([r['warehouse_mb'] for r in runs[key]]):.1f} MB"
+        )
     ratio = bare / in_asset if in_asset else 0.0
-    peak = max(r["peak_rss_mb"] for r in runs["load"])
+    peak = max(r["peak_rss_mb"] for r in runs[main_key])
     print(
         f"  download + load {in_asset:.2f}s vs bare pinned read_json {bare:.2f}s: {ratio:.2f}x "
         f"(target >= {TARGET_RATIO}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'}); "
         f"peak RSS {peak:,.0f} MB (target < {TARGET_RSS_MB:,} MB); warehouse "
-        f"{med([r['warehouse_mb'] for r in runs['load']]):.0f} MB"
+        f"{med([r['warehouse_mb'] for r in runs[main_key]]):.0f} MB ({scopes[0]})"
     )
     return {
         "hour": meta,
@@ -505,6 +549,12 @@ def main(argv: list[str] | None = None) -> None:
         choices=("bare", "bare_pinned", "load", "backfill", "bare_hours"),
         help=argparse.SUPPRESS,
     )
+    parser.add_argument(
+        "--scope",
+        choices=(*SCOPES, "both"),
+        default="all",
+        help="GH_PIPELINE_ARCHIVE_SCOPE of the load (watched: the ten WATCHED_RANKS repositories)",
+    )
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -512,7 +562,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         file, db = Path(args.file), Path(args.db)
         if args.worker == "load":
-            print(json.dumps(phase_load(file, db)))
+            print(json.dumps(phase_load(file, db, args.scope)))
         elif args.worker == "backfill":
             print(json.dumps(phase_backfill(file, db)))
         elif args.worker == "bare_hours":
@@ -526,7 +576,8 @@ def main(argv: list[str] | None = None) -> None:
     eras = ERAS if args.era == "both" else (args.era,)
     results: dict[str, Any] = {}
     for era in eras:
-        results[era] = bench_era(work, era, args.events, args.seed, args.repeat)
+        scopes = SCOPES if args.scope == "both" else (args.scope,)
+        results[era] = bench_era(work, era, args.events, args.seed, args.repeat, scopes)
         if args.backfill_hours > 0:
             results[era]["backfill"] = bench_backfill(
                 work, era, args.backfill_hours, args.backfill_events, args.seed

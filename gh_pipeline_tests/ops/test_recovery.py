@@ -359,3 +359,35 @@ def test_without_a_readable_warehouse_archive_hours_must_be_named(data_dir, arch
     result = recovery.rebuild(data_dir, archive_hours=[named], as_of=AS_OF)
     assert result.raw_events == 200
     assert result.backup is not None and result.backup.read_bytes() == b"not a database"
+
+
+def test_a_rebuild_reloads_archive_hours_in_the_configured_scope(
+    data_dir, archive_server, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    # A history kept for two repositories only (GH_PIPELINE_ARCHIVE_SCOPE=watched) is rebuilt as
+    # that, not as every event of the hour.
+    repos = "georges7haddad/bubblyeverafter VPNSUPERAPP/fast"
+    monkeypatch.setenv(settings.ENV_ARCHIVE_SCOPE, "watched")
+    monkeypatch.setenv(settings.ENV_REPOS, repos)
+    hour = hours.ArchiveHour(datetime(2021, 7, 21, 6, tzinfo=UTC))
+    conn = warehouse.connect(settings.warehouse_path(data_dir))
+    with fetch.make_client() as client:
+        download = fetch.download_hour(client, hour, archive_server, fetch.download_dir(data_dir))
+    bulk_load.load_hour_file(conn, download.path, hour, scope=settings.archive_scope())
+    download.path.unlink()
+    conn.close()
+    with gzip.open(ARCHIVE_FIXTURES / "2021-07-21-6.json.gz", "rt") as fh:
+        events = [json.loads(line) for line in fh if line.strip()]
+    wanted = {r.lower() for r in repos.split()}
+    expected = {e["id"] for e in events if e["repo"]["name"].lower() in wanted}
+    assert len(expected) == 10
+
+    target = tmp_path / "rebuilt.duckdb"
+    result = recovery.rebuild(data_dir, target=target, archive_hours=[hour], as_of=AS_OF)
+    assert result.raw_events == len(expected)
+    rebuilt = duckdb.connect(str(target), read_only=True)
+    try:
+        ids = {r[0] for r in rebuilt.execute("SELECT event_id FROM raw_events").fetchall()}
+    finally:
+        rebuilt.close()
+    assert ids == expected

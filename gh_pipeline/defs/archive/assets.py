@@ -38,6 +38,16 @@ class GHArchiveResource(dg.ConfigurableResource):
         default=False,
         description="Keep each whole line in raw_events.event ($GH_PIPELINE_ARCHIVE_FULL_EVENTS).",
     )
+    scope: str = Field(
+        default=settings.ARCHIVE_SCOPE_ALL,
+        description="Store every event of an hour (all) or only the watched repositories' "
+        "(watched) ($GH_PIPELINE_ARCHIVE_SCOPE).",
+    )
+    repos: str = Field(
+        default="",
+        description="The watched repositories ($GH_PIPELINE_REPOS): the `watched` scope, and "
+        "whose per-hour archive coverage is recorded.",
+    )
 
     @property
     def url(self) -> str:
@@ -46,11 +56,18 @@ class GHArchiveResource(dg.ConfigurableResource):
     def client(self) -> httpx.Client:
         return make_client(self.timeout_s)
 
+    def archive_scope(self) -> settings.ArchiveScope:
+        """The scope to load in; ValueError naming the setting when it is unusable."""
+        return settings.archive_scope(self.scope, self.repos)
+
 
 # A backfill of many hours runs as few Dagster runs as sensible: each run loads up to this many
 # hours, one download and one transaction per hour (a failed hour loses only itself). Between
 # runs live polls get the warehouse again: the runs hold its single pool slot while they load.
 HOURS_PER_RUN = 12
+# Metadata keys of an hour's materialization that say which events the hour holds.
+HOUR_SCOPE = "hour_scope"
+HOUR_SCOPE_REPOS = "hour_scope_repos"
 
 
 class _HourNotPublishedYet(Exception):
@@ -65,6 +82,7 @@ def _load_hour(
     storage: PipelineStorage,
     client: httpx.Client,
     log: dg.DagsterLogManager,
+    scope: settings.ArchiveScope,
 ) -> dict[str, Any]:
     """Download, verify and load one hour; its materialization metadata. Raises dg.Failure when
     the hour cannot be loaded (then nothing of it is stored)."""
@@ -92,6 +110,7 @@ def _load_hour(
                 now=now,
                 expected_lines=download.lines,
                 keep_event=gharchive.full_events,
+                scope=scope,
             )
             stored, rejected_total = stored_from_hour(conn, hour)
     finally:
@@ -100,7 +119,8 @@ def _load_hour(
     era = era_of(hour.start)
     log.info(
         f"{hour.name}: {stats.received} events in the file, {stats.new} new, "
-        f"{stats.duplicates} already stored, {stats.rejected} rejected; "
+        f"{stats.duplicates} already stored, {stats.rejected} rejected, "
+        f"{stats.skipped_by_scope} of other repositories skipped (scope {scope.name}); "
         f"loaded in {load.seconds:.1f}s ({load.events_per_s:,.0f} events/s); era {era.name}"
     )
     shares: dict[str, float] = {}
@@ -108,9 +128,22 @@ def _load_hour(
         shares["coverage_live_in_archive_pct"] = round(100 * coverage.live_share_in_archive, 2)
     if coverage.live_events and coverage.archive_share_in_live is not None:
         shares["coverage_archive_in_live_pct"] = round(100 * coverage.archive_share_in_live, 2)
+    repo_events: dict[str, Any] = {}
+    if load.repo_events:
+        # Per watched repository, its events in the hour's file (watched_repo_archive_hours).
+        repo_events["watched_repo_events"] = dg.MetadataValue.json(dict(load.repo_events))
     return {
         # The partition's rows: events stored from this hour's file (stable across re-runs).
         "dagster/row_count": stored,
+        # This load's scope, and what the hour holds over all its loads: the schedule reloads an
+        # hour whose hour_scope lacks events the current scope wants (schedules.py).
+        "scope": scope.name,
+        HOUR_SCOPE: load.hour_scope,
+        HOUR_SCOPE_REPOS: ", ".join(load.hour_scope_repos or ()),
+        "lines_read": stats.received,
+        "events_stored": stats.new,
+        "events_skipped_by_scope": stats.skipped_by_scope,
+        **repo_events,
         "url": dg.MetadataValue.url(download.url),
         "era": era.name,
         "era_summary": era.summary,
@@ -151,7 +184,11 @@ def gharchive_hourly(
 ) -> Iterator[dg.MaterializeResult]:
     """One hour of GitHub's public event feed from GH Archive, loaded into raw_events once per id."""
     keys = context.partition_keys
-    resources = {"gharchive": gharchive, "warehouse": warehouse, "storage": storage}
+    try:
+        scope = gharchive.archive_scope()
+    except ValueError as exc:
+        raise dg.Failure(description=f"{exc}. Nothing was loaded.", allow_retries=False) from None
+    resources = {"gharchive": gharchive, "warehouse": warehouse, "storage": storage, "scope": scope}
     with gharchive.client() as client:
         if len(keys) == 1:
             hour = ArchiveHour.from_partition_key(keys[0])
@@ -202,6 +239,8 @@ def gharchive_definitions() -> dg.Definitions:
             GHARCHIVE_RESOURCE_KEY: GHArchiveResource(
                 base_url=env_or(settings.ENV_GHARCHIVE_URL, settings.DEFAULT_GHARCHIVE_URL),
                 full_events=settings.archive_full_events(),
+                scope=env_or(settings.ENV_ARCHIVE_SCOPE, settings.ARCHIVE_SCOPE_ALL),
+                repos=env_or(settings.ENV_REPOS, ""),
             )
         },
     )
