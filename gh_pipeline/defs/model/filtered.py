@@ -1,5 +1,6 @@
 import dagster as dg
 
+from gh_pipeline.defs.charts.metadata import only_in_materialization
 from gh_pipeline.defs.warehouse.keys import (
     FILTERED_GROUP,
     GHARCHIVE_HOURLY,
@@ -26,12 +27,14 @@ def _filtered_asset(key: dg.AssetKey, description: str) -> dg.AssetsDefinition:
         pool=WAREHOUSE_POOL,
         description=description,
     )
-    def _asset(warehouse: Warehouse, storage: PipelineStorage) -> dg.MaterializeResult:
+    def _asset(
+        context: dg.AssetExecutionContext, warehouse: Warehouse, storage: PipelineStorage
+    ) -> dg.MaterializeResult:
         with warehouse.connect() as conn:
             added = filtered.refresh_filtered(conn, table)
             total = filtered.row_count(conn, table)
             snapshot.publish_table(conn, storage.snapshot_dir, table)
-        return dg.MaterializeResult(metadata={"dagster/row_count": total, "rows_added": added})
+        return only_in_materialization(context, {"dagster/row_count": total, "rows_added": added})
 
     return _asset
 
