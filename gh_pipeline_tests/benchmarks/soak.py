@@ -417,9 +417,14 @@ def _per_run(
 def _warehouse_per_event(data: Path, events: int) -> dict[str, float]:
     """Bytes per event of a compacted copy of the warehouse with its raw JSON and without
     (retention's pruning applied to everything)."""
+    from gh_pipeline import warehouse
     from gh_pipeline.ops import retention
 
     with tempfile.TemporaryDirectory() as tmp:
+        # An empty warehouse's tables and indexes, compacted: not any event's.
+        with warehouse.connect(Path(tmp) / "empty.duckdb") as conn:
+            warehouse.ensure_schema(conn)
+            empty = _compacted(conn, Path(tmp), "empty-compact")
         copy = Path(tmp) / "warehouse.duckdb"
         shutil.copy(settings.warehouse_path(data), copy)
         with duckdb.connect(str(copy)) as conn:
@@ -428,7 +433,8 @@ def _warehouse_per_event(data: Path, events: int) -> dict[str, float]:
             typed = _compacted(conn, Path(tmp), "typed")
     return {
         "warehouse_json": round((full - typed) / max(1, events)),
-        "warehouse_typed": round(typed / max(1, events)),
+        "warehouse_typed": round(max(0, typed - empty) / max(1, events)),
+        "warehouse_empty_schema_bytes": empty,
     }
 
 
@@ -436,16 +442,20 @@ def _projection(
     per_event: dict[str, float], dagster_30d: int, events_per_poll: float, raw_days: int
 ) -> dict[str, Any]:
     day = events_per_poll * DAY_POLLS
+    # The raw_retention job runs once a day and deletes landing files by whole days: just before
+    # it runs, a day more than the setting is kept.
+    kept = raw_days + 1
     out = {
         "events_per_poll": round(events_per_poll, 1),
         "raw_retention_days": raw_days,
+        "raw_days_kept_at_peak": kept,
         "dagster_mb": round(dagster_30d / 1e6),
         # Grows forever: every event's typed row and the tracked-event tables' snapshots.
         "warehouse_typed_rows_mb": round(per_event["warehouse_typed"] * day * 30 / 1e6),
         "snapshots_mb": round(per_event["snapshot"] * day * 30 / 1e6),
         # Capped by raw retention: raw JSON in the warehouse and the landing files.
-        "warehouse_raw_json_mb": round(per_event["warehouse_json"] * day * raw_days / 1e6),
-        "landing_mb": round(per_event["landing"] * day * raw_days / 1e6),
+        "warehouse_raw_json_mb": round(per_event["warehouse_json"] * day * kept / 1e6),
+        "landing_mb": round(per_event["landing"] * day * kept / 1e6),
     }
     out["total_mb"] = sum(v for k, v in out.items() if k.endswith("_mb"))
     return out
@@ -661,7 +671,10 @@ def _analyse(
     disk_cost = {**DISK_COST_PER_EVENT, "snapshot": per_event["snapshot"]}
     events_per_poll = events / max(1, last["poll_runs_ok"])
     projection = {
-        "soak_per_event_bytes": {k: round(v) for k, v in per_event.items()},
+        "soak_per_event_bytes": {
+            k: round(v) for k, v in per_event.items() if k != "warehouse_empty_schema_bytes"
+        },
+        "warehouse_empty_schema_bytes": per_event["warehouse_empty_schema_bytes"],
         "disk_cost_benchmark_per_event_bytes": DISK_COST_PER_EVENT,
         "defaults": {
             "soak_rate_soak_bytes": _projection(
