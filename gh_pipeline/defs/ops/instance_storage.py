@@ -31,7 +31,8 @@ class SmallShardSqliteEventLogStorage(SqliteEventLogStorage):
 
     def _initdb(self, engine: Engine, for_index_shard: bool = False) -> None:
         path = engine.url.database
-        if not for_index_shard and path and not os.path.exists(path):
+        # An empty file too: a process killed right after creating it wrote no page yet.
+        if not for_index_shard and path and (not os.path.exists(path) or not os.path.getsize(path)):
             # The page size is fixed when the first page is written; switching to WAL (as Dagster
             # does after creating the tables) writes the header, so both go before the tables.
             # If another process created the file meanwhile, both pragmas leave it as it is.
