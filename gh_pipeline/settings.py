@@ -14,7 +14,10 @@ ENV_TOKEN = "GITHUB_TOKEN"
 ENV_API_URL = "GITHUB_API_URL"
 ENV_DATA_DIR = "GH_PIPELINE_DATA_DIR"
 ENV_RAW_RETENTION_DAYS = "GH_PIPELINE_RAW_RETENTION_DAYS"
-DEFAULT_RAW_RETENTION_DAYS = 30  # what GitHub keeps in its own feed
+# One day of raw JSON and landing files: at the feed's maximum (300 new events a minute) they
+# cost ~0.3 GB a day, which a month of 30 days would make ~9 GB (docs/operations.md#retention).
+# The typed columns of every event and the tracked-event tables are kept forever regardless.
+DEFAULT_RAW_RETENTION_DAYS = 1
 ENV_CHART_REFRESH_MINUTES = "GH_PIPELINE_CHART_REFRESH_MINUTES"
 # A poll run redraws a chart only when the last one is this old: a chart costs 30-60 kB of
 # Dagster storage per copy, a poll run without charts a few kB (docs/operations.md).
@@ -76,7 +79,7 @@ def _whole_number(name: str, value: str | None, *, default: int, unit: str, zero
 
 
 def raw_retention_days(value: str | None = None) -> int | None:
-    """Days raw JSON and landing files are kept ($GH_PIPELINE_RAW_RETENTION_DAYS, default 30);
+    """Days raw JSON and landing files are kept ($GH_PIPELINE_RAW_RETENTION_DAYS, default 1);
     None when set to 0, which keeps them forever."""
     days = _whole_number(
         ENV_RAW_RETENTION_DAYS,

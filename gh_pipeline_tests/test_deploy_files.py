@@ -32,7 +32,8 @@ def test_postgres_instance_differs_from_dagster_yaml_only_in_storage() -> None:
         f"deploy/postgres/dagster.yaml differs from dagster.yaml in {differing}: "
         "copy every change outside `storage` into both files"
     )
-    assert "sqlite" in default["storage"]
+    assert default["storage"]["custom"]["class"] == "SmallShardSqliteStorage"
+    assert "postgres" in postgres["storage"]
 
 
 def test_postgres_connection_comes_only_from_the_environment() -> None:

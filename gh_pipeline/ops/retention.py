@@ -2,7 +2,7 @@
 
 Raw JSON is by far the largest thing the pipeline keeps (see README, "When things go wrong"), and
 nothing downstream needs it once the typed filtered tables hold an event. After
-$GH_PIPELINE_RAW_RETENTION_DAYS days (default 30) this module
+$GH_PIPELINE_RAW_RETENTION_DAYS days (default 1) this module
 
 - sets `raw_events.payload` and `raw_events.event` to NULL (every typed column stays, so ids,
   types, times, actors and repositories remain queryable and the exactly-once load still works),

@@ -3,21 +3,33 @@
     uv run python -m gh_pipeline_tests.benchmarks.soak                 # 300 polls, 10,000 runs
     uv run python -m gh_pipeline_tests.benchmarks.soak --polls 60 --ui-runs 2000
     uv run python -m gh_pipeline_tests.benchmarks.soak --ui-only       # UI timing on the last soak
+    uv run python -m gh_pipeline_tests.benchmarks.soak --postgres --polls 30 --ui-runs 0
 
 Starts `uv run dagster dev` (the repository's dagster.yaml and workspace.yaml, in a fresh working
 directory under <data>/benchmarks/soak) against the fake GitHub feed at a 1 s poll interval, with
-`--batch` new real recorded events (trimmed to today's shape, fresh ids) arriving every second,
+`--batch` new real recorded events (trimmed to today's shape, fresh ids, cycling through the 255
+recorded events) arriving every second,
 and lets the real daemon and sensor poll until `--polls` poll runs have succeeded. Every 10 s it
 samples the RSS of the daemon, the webserver and the code server, and the sizes of the Dagster
-home, the warehouse, the landing files and the reader snapshots. Then it stops dagster dev and
-prints:
+home (by part: run shards, index.db, runs.db, schedules.db, compute logs; with `--postgres`,
+pg_database_size of a real throw-away PostgreSQL and the instance in deploy/postgres/dagster.yaml),
+the warehouse, the landing files and the reader snapshots (also to <data>/benchmarks/soak-samples.jsonl).
+`--minutes` bounds the polling; the figures are printed for however many polls succeeded. Then
+it stops dagster dev and prints:
 
 - Dagster storage per poll run: the growth of data/dagster_home over the soak divided by the poll
-  runs, and the median SQLite run shard and compute-log folder of a poll run;
+  runs (at the soak's cadence), by part; each poll run's own bytes (run shard, compute logs, its
+  rows in the asset index) for runs that redrew the charts and runs in between; and the bytes a
+  poll costs at one poll a minute: 9 between-redraw runs and 1 redraw in 10 (charts every 10
+  min), a fifth of a data_quality_checks run (every 5 min), 12 sensor ticks, and runs.db's share;
 - warehouse / landing / snapshot bytes per poll and per event;
 - RSS over time (first and last quarter of the samples);
 - the housekeeping job's effect: `housekeep` with the cutoff at the middle of the soak;
-- the 30-day projection at one poll a minute with the default retention settings;
+- the 30-day projection of data/ at one poll a minute with the default retention settings: what
+  retention caps (a day of Dagster runs, the ticks dagster.yaml keeps, GH_PIPELINE_RAW_RETENTION_DAYS
+  of raw JSON and landing files) and what grows forever (the typed rows of every event, the
+  tracked-event tables and their reader snapshots), at the soak's events per poll and at the
+  feed's maximum of 300 (per-event bytes from this soak and from the disk cost benchmark);
 - the UI's runs page and asset page GraphQL queries (p50/p95 of 20 calls each) against
   `dagster-webserver` once `--ui-runs` run records exist (cloned from the soak's real poll runs
   through DagsterInstance.add_run; their event logs are not cloned).
@@ -31,17 +43,24 @@ import os
 import shutil
 import sqlite3
 import statistics
+import tempfile
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 
 from gh_pipeline import settings
 from gh_pipeline.defs.live.jobs import POLL_JOB_NAME
+from gh_pipeline.defs.ops.quality import QUALITY_JOB_NAME
+from gh_pipeline_tests.benchmarks.disk_cost import _compacted
+from gh_pipeline_tests.support import system_packages
 from gh_pipeline_tests.support.dagster_process import (
     BIN,
     REPO_ROOT,
@@ -51,10 +70,26 @@ from gh_pipeline_tests.support.dagster_process import (
     running,
     wait_for,
 )
+from gh_pipeline_tests.support.dagster_storage import POSTGRES_HOME
 from gh_pipeline_tests.support.fake_github import FakeGitHub, numbered_feed, trim_event
+from gh_pipeline_tests.support.postgres_server import PgDatabase, postgres_server
 
 DAY_POLLS = 1440  # one poll a minute
 SAMPLE_EVERY_S = 10.0
+# At one poll a minute: one poll run in 10 redraws the charts (every 10 minutes), a
+# data_quality_checks run every 5 minutes, the poll sensor ticks every 5 s (11 skipped ticks and
+# one that launches the run).
+REDRAW_EVERY = settings.DEFAULT_CHART_REFRESH_MINUTES
+QUALITY_RUNS_PER_POLL = 1 / 5
+SKIPPED_TICKS_PER_POLL, RUN_TICKS_PER_POLL = 11, 1
+# dagster.yaml's tick retention: skipped ticks 1 day, successful ones 7 (quality schedule every
+# 5 min and housekeeping hourly tick successfully too).
+TICKS_KEPT = DAY_POLLS * (SKIPPED_TICKS_PER_POLL * 1 + RUN_TICKS_PER_POLL * 7) + (288 + 24) * 7
+# The disk cost benchmark's per-event bytes (trimmed shape, 100,000 events from a larger pool of
+# real events than the soak's 255; docs/operations.md#retention): landing gzip, warehouse with
+# raw JSON, warehouse after retention (compacted).
+DISK_COST_PER_EVENT = {"landing": 279, "warehouse_json": 516 - 100, "warehouse_typed": 100}
+RETENTION_CHOICES = (1, 2, 3, 7, 30)
 
 
 def _du(path: Path) -> int:
@@ -65,17 +100,107 @@ def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def _runs(home: Path) -> list[tuple[str, str, str]]:
-    db = home / "storage" / "history" / "runs.db"
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(db, timeout=1) as conn:
-            return conn.execute(
+def _files(pattern_dir: Path, prefix: str) -> int:
+    return sum(_du(p) for p in pattern_dir.glob(f"{prefix}*")) if pattern_dir.exists() else 0
+
+
+class Store:
+    """Where the soak's Dagster storage lives: SQLite files under data/dagster_home (dagster.yaml)
+    or a throw-away PostgreSQL database (deploy/postgres/dagster.yaml)."""
+
+    def __init__(self, work: Path, database: PgDatabase | None) -> None:
+        self.work = work
+        self.database = database
+        self.home = work / "data" / "dagster_home"
+        self.history = self.home / "storage" / "history"
+
+    @property
+    def name(self) -> str:
+        return "postgres" if self.database else "sqlite"
+
+    @property
+    def instance_dir(self) -> Path:
+        return self.work / POSTGRES_HOME if self.database else self.work
+
+    def env(self) -> dict[str, str]:
+        if self.database is None:
+            return {}
+        return {"DAGSTER_HOME": str(self.instance_dir), **self.database.env()}
+
+    def query(self, sql: str, db: str = "runs") -> list[tuple]:
+        try:
+            if self.database is not None:
+                conn = self.database.connect()
+                try:
+                    cur = conn.cursor()
+                    cur.execute(sql)
+                    return cur.fetchall()
+                finally:
+                    conn.close()
+            path = {
+                "runs": self.history / "runs.db",
+                "index": self.history / "runs" / "index.db",
+                "schedules": self.home / "storage" / "schedules" / "schedules.db",
+            }[db]
+            if not path.exists():
+                return []
+            with sqlite3.connect(path, timeout=5) as conn:
+                return conn.execute(sql).fetchall()
+        except Exception as exc:  # tables not created yet
+            if "does not exist" in str(exc) or "no such table" in str(exc):
+                return []
+            raise
+
+    def runs(self) -> list[tuple[str, str, str]]:
+        return [
+            (r[0], r[1], r[2])
+            for r in self.query(
                 "SELECT run_id, pipeline_name, status FROM runs ORDER BY create_timestamp"
-            ).fetchall()
-    except sqlite3.OperationalError:
-        return []
+            )
+        ]
+
+    def parts(self) -> dict[str, int]:
+        logs = _du(self.home / "logs")
+        if self.database is not None:
+            (size,) = self.query("SELECT pg_database_size(current_database())")[0]
+            return {"pg_database": int(size), "logs": logs}
+        runs_dir = self.history / "runs"
+        index = _files(runs_dir, "index.db")
+        return {
+            "run_shards": _du(runs_dir) - index,
+            "index_db": index,
+            "runs_db": _files(self.history, "runs.db"),
+            "schedules_db": _du(self.home / "storage" / "schedules"),
+            "logs": logs,
+        }
+
+    def run_shard(self, run_id: str) -> int:
+        return 0 if self.database else _files(self.history / "runs", f"{run_id}.db")
+
+    def index_bytes_by_run(self) -> dict[str, int]:
+        """The JSON each run left in the cross-run tables: its mirrored events (on PostgreSQL all
+        its events: there is one event_logs table) and its check executions."""
+        out: dict[str, int] = {}
+        for sql in (
+            "SELECT run_id, sum(length(event)) FROM event_logs GROUP BY run_id",
+            "SELECT run_id, sum(length(coalesce(evaluation_event, ''))) "
+            "FROM asset_check_executions GROUP BY run_id",
+        ):
+            for run_id, size in self.query(sql, db="index"):
+                out[run_id] = out.get(run_id, 0) + int(size or 0)
+        return out
+
+    def ticks(self) -> int:
+        return int(self.query("SELECT count(*) FROM job_ticks", db="schedules")[0][0])
+
+    def table_sizes(self) -> dict[str, int]:
+        if self.database is None:
+            return {}
+        rows = self.query(
+            "SELECT relname, pg_total_relation_size(relid) FROM pg_catalog.pg_statio_user_tables "
+            "ORDER BY 2 DESC LIMIT 8"
+        )
+        return {name: int(size) for name, size in rows}
 
 
 def _group_rss(pgid: int) -> dict[str, int]:
@@ -109,14 +234,16 @@ def _group_rss(pgid: int) -> dict[str, int]:
         elif "dagster dev" in cmd or " dev " in cmd:
             role = "dagster_dev"
         else:
-            role = "other"
+            role = "other"  # run workers come and go: not a trend
         out[role] = out.get(role, 0) + rss
     return out
 
 
-def _sizes(data: Path) -> dict[str, int]:
+def _sizes(data: Path, store: Store) -> dict[str, Any]:
+    parts = store.parts()
     return {
-        "dagster_home": _du(data / "dagster_home"),
+        "dagster": sum(parts.values()),
+        "dagster_parts": parts,
         "warehouse": _du(settings.warehouse_path(data)),
         "landing": _du(settings.landing_dir(data)),
         "snapshot": _du(settings.snapshot_dir(data)),
@@ -192,6 +319,7 @@ def _ui_timings(work: Path, ui_runs: int, log: Path) -> dict[str, Any]:
         "cloned_runs_s": round(cloned_s, 1),
         "runs_page": runs_page,
         "asset_page": asset_page,
+        "load_average": os.getloadavg(),
     }
 
 
@@ -200,6 +328,137 @@ def _up(url: str) -> bool:
         return httpx.get(f"{url}/server_info", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@contextmanager
+def _postgres(enabled: bool) -> Iterator[PgDatabase | None]:
+    if not enabled:
+        yield None
+        return
+    with postgres_server(system_packages.ensure(system_packages.POSTGRESQL)) as server:
+        yield server.create_database(prefix="soak")
+
+
+def _median(values: list[int]) -> int | None:
+    return int(statistics.median(values)) if values else None
+
+
+def _per_run(
+    store: Store, runs: list[tuple[str, str, str]], start: dict[str, int]
+) -> dict[str, Any]:
+    """Each poll run's own bytes (redraw vs between redraws) and a quality run's, and what a poll
+    costs at one poll a minute (REDRAW_EVERY, QUALITY_RUNS_PER_POLL, the sensor's ticks)."""
+    import dagster as dg
+
+    from gh_pipeline.defs.warehouse.keys import PR_INTERVALS
+
+    cwd = Path.cwd()
+    os.chdir(store.work)
+    with dg.DagsterInstance.from_config(str(store.instance_dir)) as instance:
+        redraws = {
+            r.run_id for r in instance.fetch_materializations(PR_INTERVALS, limit=10_000).records
+        }
+    os.chdir(cwd)
+    index = store.index_bytes_by_run()
+    parts = store.parts()
+    # Scale each run's JSON in the shared tables by what those tables grew by on disk per byte
+    # (from the first sample: the empty schema is not a run's).
+    key = "pg_database" if store.database else "index_db"
+    scale = (parts[key] - start[key]) / max(1, sum(index.values()))
+    runs_db_per_run = (parts.get("runs_db", 0) - start.get("runs_db", 0)) / max(1, len(runs))
+    groups: dict[str, list[dict[str, int]]] = {"redraw": [], "between": [], "quality": []}
+    for run_id, job, status in runs:
+        if status != "SUCCESS":
+            continue
+        if job == POLL_JOB_NAME:
+            group = "redraw" if run_id in redraws else "between"
+        elif job == QUALITY_JOB_NAME:
+            group = "quality"
+        else:
+            continue
+        groups[group].append(
+            {
+                "run_shard": store.run_shard(run_id),
+                "compute_logs": _du(store.home / "logs" / run_id),
+                "index": round(index.get(run_id, 0) * scale),
+            }
+        )
+    out: dict[str, Any] = {"runs": {k: len(v) for k, v in groups.items()}}
+    own: dict[str, int | None] = {}
+    for group, rows in groups.items():
+        medians = {key: _median([r[key] for r in rows]) for key in ("run_shard", "compute_logs")}
+        medians["index"] = _median([r["index"] for r in rows])
+        medians["runs_db"] = round(runs_db_per_run)
+        out[f"{group}_median_bytes"] = medians
+        own[group] = sum(v for v in medians.values() if v) if rows else None
+    ticks = store.ticks() if store.database is None else 0
+    per_tick = (parts.get("schedules_db", 0) - start.get("schedules_db", 0)) / max(1, ticks)
+    between, redraw = own["between"], own["redraw"]
+    if between is None or redraw is None:
+        return out
+    poll_run = ((REDRAW_EVERY - 1) * between + redraw) / REDRAW_EVERY
+    quality = (own["quality"] or 0) * QUALITY_RUNS_PER_POLL
+    tick_bytes = per_tick * (SKIPPED_TICKS_PER_POLL + RUN_TICKS_PER_POLL)
+    out.update(
+        {
+            "poll_run_at_one_poll_a_minute": round(poll_run),
+            "quality_share_per_poll": round(quality),
+            "ticks_per_poll": round(tick_bytes),
+            "bytes_per_tick": round(per_tick),
+            "dagster_bytes_per_poll_at_one_poll_a_minute": round(poll_run + quality + tick_bytes),
+            "runs_kept_bytes_per_day": round((poll_run + quality) * DAY_POLLS),
+            "ticks_kept_bytes": round(per_tick * TICKS_KEPT),
+            "index_scale": round(scale, 2),
+        }
+    )
+    return out
+
+
+def _warehouse_per_event(data: Path, events: int) -> dict[str, float]:
+    """Bytes per event of a compacted copy of the warehouse with its raw JSON and without
+    (retention's pruning applied to everything)."""
+    from gh_pipeline import warehouse
+    from gh_pipeline.ops import retention
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # An empty warehouse's tables and indexes, compacted: not any event's.
+        with warehouse.connect(Path(tmp) / "empty.duckdb") as conn:
+            warehouse.ensure_schema(conn)
+            empty = _compacted(conn, Path(tmp), "empty-compact")
+        copy = Path(tmp) / "warehouse.duckdb"
+        shutil.copy(settings.warehouse_path(data), copy)
+        with duckdb.connect(str(copy)) as conn:
+            full = _compacted(conn, Path(tmp), "full")
+            retention.prune_raw_json(conn, cutoff=datetime.now(UTC) + timedelta(days=1))
+            typed = _compacted(conn, Path(tmp), "typed")
+    return {
+        "warehouse_json": round((full - typed) / max(1, events)),
+        "warehouse_typed": round(max(0, typed - empty) / max(1, events)),
+        "warehouse_empty_schema_bytes": empty,
+    }
+
+
+def _projection(
+    per_event: dict[str, float], dagster_30d: int, events_per_poll: float, raw_days: int
+) -> dict[str, Any]:
+    day = events_per_poll * DAY_POLLS
+    # The raw_retention job runs once a day and deletes landing files by whole days: just before
+    # it runs, a day more than the setting is kept.
+    kept = raw_days + 1
+    out = {
+        "events_per_poll": round(events_per_poll, 1),
+        "raw_retention_days": raw_days,
+        "raw_days_kept_at_peak": kept,
+        "dagster_mb": round(dagster_30d / 1e6),
+        # Grows forever: every event's typed row and the tracked-event tables' snapshots.
+        "warehouse_typed_rows_mb": round(per_event["warehouse_typed"] * day * 30 / 1e6),
+        "snapshots_mb": round(per_event["snapshot"] * day * 30 / 1e6),
+        # Capped by raw retention: raw JSON in the warehouse and the landing files.
+        "warehouse_raw_json_mb": round(per_event["warehouse_json"] * day * kept / 1e6),
+        "landing_mb": round(per_event["landing"] * day * kept / 1e6),
+    }
+    out["total_mb"] = sum(v for k, v in out.items() if k.endswith("_mb"))
+    return out
 
 
 def main() -> None:
@@ -212,6 +471,18 @@ def main() -> None:
         "--ui-runs", type=int, default=10_000, help="runs for the UI timing; 0 skips"
     )
     parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="stop polling after this long even if fewer polls succeeded (default: polls x 20 s, "
+        "at least 10 minutes)",
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="Dagster storage in a throw-away PostgreSQL (deploy/postgres/dagster.yaml)",
+    )
+    parser.add_argument(
         "--data-dir", default=None, help="where benchmark output goes (default ./data)"
     )
     parser.add_argument(
@@ -222,7 +493,8 @@ def main() -> None:
     args = parser.parse_args()
 
     out_dir = settings.data_dir(args.data_dir).resolve() / "benchmarks"
-    work = out_dir / "soak"
+    suffix = "-postgres" if args.postgres else ""
+    work = out_dir / f"soak{suffix}"
     if args.ui_only:
         print(json.dumps(_ui_timings(work, args.ui_runs, out_dir / "soak-webserver.log"), indent=2))
         return
@@ -231,25 +503,33 @@ def main() -> None:
     work.mkdir(parents=True)
     for name in ("dagster.yaml", "workspace.yaml"):
         shutil.copy(REPO_ROOT / name, work / name)
+    (work / POSTGRES_HOME).mkdir(parents=True)
+    shutil.copy(REPO_ROOT / POSTGRES_HOME / "dagster.yaml", work / POSTGRES_HOME)
     data = work / "data"
-    home = data / "dagster_home"
-    log = out_dir / "soak-dagster-dev.log"
+    log = out_dir / f"soak{suffix}-dagster-dev.log"
     log.unlink(missing_ok=True)
+    samples_file = out_dir / f"soak{suffix}-samples.jsonl"
+    samples_file.unlink(missing_ok=True)
 
     feed = [trim_event(e) for e in numbered_feed(150, serial=0)]
     stop = threading.Event()
     samples: list[dict[str, Any]] = []
-    with FakeGitHub(feed, poll_interval=1) as fake:
+    cwd = Path.cwd()
+    with _postgres(args.postgres) as database, FakeGitHub(feed, poll_interval=1) as fake:
+        store = Store(work, database)
+        if database is not None:  # this process opens the instance too (housekeeping, figures)
+            os.environ.update(database.env())
 
         def arrive() -> None:
             serial = 0
             while not stop.wait(1.0):
                 serial += 1
-                fake.push([trim_event(e) for e in numbered_feed(args.batch, serial=serial)])
+                batch = numbered_feed(args.batch, serial=serial, offset=serial * args.batch)
+                fake.push([trim_event(e) for e in batch])
 
         pusher = threading.Thread(target=arrive, daemon=True)
         pusher.start()
-        env = base_env(GITHUB_API_URL=fake.url)
+        env = base_env(GITHUB_API_URL=fake.url, **store.env())
         port = free_port()
         cmd = [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(port)]
         started = time.monotonic()
@@ -257,27 +537,32 @@ def main() -> None:
             wait_for(lambda: _up(f"http://127.0.0.1:{port}"), timeout_s=300, what="the UI")
             ui_up_s = time.monotonic() - started
             print(
-                f"UI up after {ui_up_s:.0f} s; polling until {args.polls} poll runs succeed",
+                f"UI up after {ui_up_s:.0f} s ({store.name}); polling until {args.polls} poll "
+                "runs succeed",
                 flush=True,
             )
-            deadline = time.monotonic() + max(600, args.polls * 20)
+            bound_s = args.minutes * 60 if args.minutes else max(600, args.polls * 20)
+            deadline = time.monotonic() + bound_s
             while time.monotonic() < deadline:
-                runs = _runs(home)
+                runs = store.runs()
                 ok = sum(
                     1 for _, job, status in runs if job == POLL_JOB_NAME and status == "SUCCESS"
                 )
                 sample = {
                     "t_s": round(time.monotonic() - started),
                     "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "load_average": os.getloadavg()[0],
                     "poll_runs_ok": ok,
                     "runs": len(runs),
-                    **_sizes(data),
+                    **_sizes(data, store),
                     "rss": _group_rss(proc.pid),
                 }
                 samples.append(sample)
+                with samples_file.open("a", encoding="utf-8") as out:
+                    out.write(json.dumps(sample) + "\n")
                 print(
-                    f"  t={sample['t_s']:>5}s polls={ok:>4} runs={len(runs):>4} "
-                    f"dagster_home={sample['dagster_home'] / 1e6:7.1f} MB "
+                    f"  t={sample['t_s']:>5}s load={sample['load_average']:.1f} polls={ok:>4} "
+                    f"runs={len(runs):>4} dagster={sample['dagster'] / 1e6:7.1f} MB "
                     f"warehouse={sample['warehouse'] / 1e6:6.1f} MB "
                     + " ".join(f"{k}={v / 1e6:.0f}MB" for k, v in sorted(sample["rss"].items())),
                     flush=True,
@@ -288,105 +573,152 @@ def main() -> None:
             kill_group(proc)
         stop.set()
         served = len(fake.requests)
+        result = _analyse(store, data, samples, served, ui_up_s, args.polls)
+        os.chdir(cwd)
+        _report(result, out_dir, suffix)
+    if args.ui_runs and not args.postgres:
+        result["ui"] = _ui_timings(work, args.ui_runs, out_dir / "soak-webserver.log")
+        os.chdir(cwd)
+        _report(result, out_dir, suffix)
 
-    runs = _runs(home)
-    polls_ok = [r for r in runs if r[1] == POLL_JOB_NAME and r[2] == "SUCCESS"]
+
+def _analyse(
+    store: Store,
+    data: Path,
+    samples: list[dict[str, Any]],
+    served: int,
+    ui_up_s: float,
+    polls_wanted: int,
+) -> dict[str, Any]:
+    runs = store.runs()
     first = next(s for s in samples if s["poll_runs_ok"] >= 1)
     last = samples[-1]
     n = last["poll_runs_ok"] - first["poll_runs_ok"]
     per_poll = {
-        key: (last[key] - first[key]) / n if n else None
-        for key in ("dagster_home", "warehouse", "landing", "snapshot")
+        key: round((last[key] - first[key]) / n) if n else None
+        for key in ("dagster", "warehouse", "landing", "snapshot")
     }
-    shards = [
-        _du(home / "storage" / "history" / "runs" / f"{run_id}.db") for run_id, *_ in polls_ok
-    ]
-    logs = [_du(home / "logs" / run_id) for run_id, *_ in polls_ok]
-    import duckdb
-
+    per_poll_parts = {
+        key: round((last["dagster_parts"][key] - first["dagster_parts"][key]) / n) if n else None
+        for key in last["dagster_parts"]
+    }
     with duckdb.connect(str(settings.warehouse_path(data)), read_only=True) as conn:
         events = conn.execute("SELECT count(*) FROM raw_events").fetchone()[0]
+        tracked = conn.execute(
+            "SELECT (SELECT count(*) FROM watch_events) + (SELECT count(*) FROM "
+            "pull_request_events) + (SELECT count(*) FROM issues_events)"
+        ).fetchone()[0]
     quarter = max(1, len(samples) // 4)
 
     def rss_of(part: list[dict[str, Any]]) -> dict[str, float]:
-        roles = {r for s in part for r in s["rss"]}
+        roles = {r for s in part for r in s["rss"]} - {"other"}
         return {r: round(statistics.mean(s["rss"].get(r, 0) for s in part) / 1e6, 1) for r in roles}
+
+    own = _per_run(store, runs, samples[0]["dagster_parts"])
 
     # Housekeeping: everything created before the middle of the soak is past the window.
     import dagster as dg
 
+    from gh_pipeline.definitions import defs
     from gh_pipeline.defs.ops.housekeeping import housekeep
 
-    cwd = Path.cwd()
-    os.chdir(work)
-    with dg.DagsterInstance.from_config(str(work)) as instance:
+    os.chdir(store.work)
+    with dg.DagsterInstance.from_config(str(store.instance_dir)) as instance:
         records = instance.get_run_records(filters=dg.RunsFilter(job_name=POLL_JOB_NAME))
         times = sorted(r.create_timestamp for r in records)
         middle = times[len(times) // 2]
-        before_bytes = _du(home)
-        report = housekeep(instance, success_cutoff=middle, failure_cutoff=middle)
-        after_bytes = _du(home)
+        before = store.parts()
+        report = housekeep(
+            instance,
+            success_cutoff=middle,
+            failure_cutoff=middle,
+            check_keys=defs().resolve_asset_graph().asset_check_keys,
+        )
+        after = store.parts()
         remaining = instance.get_runs_count()
-    os.chdir(cwd)
-    housekeeping = {
+    housekeeping: dict[str, Any] = {
         "runs_before": len(runs),
         "runs_deleted": len(report.deleted),
         "runs_kept_for_latest": len(report.kept_for_latest),
         "runs_after": remaining,
-        "dagster_home_before_mb": round(before_bytes / 1e6, 1),
-        "dagster_home_after_mb": round(after_bytes / 1e6, 1),
+        "dagster_before_mb": round(sum(before.values()) / 1e6, 2),
+        "dagster_after_mb": round(sum(after.values()) / 1e6, 2),
+        "parts_before": before,
+        "parts_after": after,
     }
+    if store.database is not None:
+        housekeeping["tables_after"] = store.table_sizes()
+        conn = store.database.connect()
+        try:
+            conn.autocommit = True
+            conn.cursor().execute("VACUUM")  # what autovacuum does in time: space reusable
+        finally:
+            conn.close()
+        housekeeping["after_vacuum"] = store.parts()
 
-    # 30 days at one poll a minute, default retention: Dagster keeps a day of finished runs (plus
-    # the quality-check runs every 5 min in the same growth figure), the warehouse and landing
-    # files keep 30 days of raw JSON; the per-event costs are this soak's.
-    per_event = {key: (last[key] - first[key]) / max(1, events) for key in ("warehouse", "landing")}
-    days_kept = settings.DEFAULT_RUN_RETENTION_DAYS
+    # 30 days at one poll a minute, default retention.
+    per_event = {
+        "landing": last["landing"] / max(1, events),
+        "snapshot": last["snapshot"] / max(1, events),
+        **_warehouse_per_event(data, events),
+    }
+    run_days = settings.DEFAULT_RUN_RETENTION_DAYS
     dagster_30d = (
-        per_poll["dagster_home"] * DAY_POLLS * days_kept if per_poll["dagster_home"] else 0
+        own["runs_kept_bytes_per_day"] * run_days + own["ticks_kept_bytes"]
+        if "runs_kept_bytes_per_day" in own
+        else 0
     )
-    projection = {}
-    for label, events_per_poll in (
-        ("soak_rate", events / max(1, last["poll_runs_ok"])),
-        ("feed_maximum_300_per_poll", 300),
-    ):
-        events_30d = events_per_poll * DAY_POLLS * settings.DEFAULT_RAW_RETENTION_DAYS
-        projection[label] = {
-            "events_per_poll": round(events_per_poll, 1),
-            "dagster_mb": round(dagster_30d / 1e6),
-            "warehouse_mb": round(per_event["warehouse"] * events_30d / 1e6),
-            "landing_mb": round(per_event["landing"] * events_30d / 1e6),
-        }
-        projection[label]["total_mb"] = sum(
-            v for k, v in projection[label].items() if k.endswith("_mb")
-        )
-
-    result: dict[str, Any] = {
+    disk_cost = {**DISK_COST_PER_EVENT, "snapshot": per_event["snapshot"]}
+    events_per_poll = events / max(1, last["poll_runs_ok"])
+    projection = {
+        "soak_per_event_bytes": {
+            k: round(v) for k, v in per_event.items() if k != "warehouse_empty_schema_bytes"
+        },
+        "warehouse_empty_schema_bytes": per_event["warehouse_empty_schema_bytes"],
+        "disk_cost_benchmark_per_event_bytes": DISK_COST_PER_EVENT,
+        "defaults": {
+            "soak_rate_soak_bytes": _projection(
+                per_event, dagster_30d, events_per_poll, settings.DEFAULT_RAW_RETENTION_DAYS
+            ),
+            "feed_maximum_soak_bytes": _projection(
+                per_event, dagster_30d, 300, settings.DEFAULT_RAW_RETENTION_DAYS
+            ),
+            "feed_maximum_disk_cost_bytes": _projection(
+                disk_cost, dagster_30d, 300, settings.DEFAULT_RAW_RETENTION_DAYS
+            ),
+        },
+        "feed_maximum_disk_cost_bytes_by_raw_retention_days": {
+            days: _projection(disk_cost, dagster_30d, 300, days)["total_mb"]
+            for days in RETENTION_CHOICES
+        },
+    }
+    return {
+        "storage": store.name,
+        "polls_wanted": polls_wanted,
         "polls_ok": last["poll_runs_ok"],
+        "soak_minutes": round(last["t_s"] / 60, 1),
+        "load_average_first_last": [first["load_average"], last["load_average"]],
+        "load_average_mean": round(statistics.mean(s["load_average"] for s in samples), 1),
         "runs_total": len(runs),
         "requests_served": served,
         "events_stored": events,
+        "tracked_events_stored": tracked,
         "ui_up_s": round(ui_up_s),
-        "per_poll_run_bytes": {k: round(v) if v else v for k, v in per_poll.items()},
-        "poll_run_shard_bytes_median": int(statistics.median(shards)) if shards else None,
-        "poll_run_compute_logs_bytes_median": int(statistics.median(logs)) if logs else None,
+        "per_poll_run_bytes_at_soak_cadence": per_poll,
+        "dagster_parts_per_poll_run_at_soak_cadence": per_poll_parts,
+        "dagster_per_run": own,
         "rss_mb_first_quarter": rss_of(samples[:quarter]),
         "rss_mb_last_quarter": rss_of(samples[-quarter:]),
         "housekeeping": housekeeping,
         "projection_30d": projection,
         "samples": samples,
     }
-    _report(result, out_dir)
-    if args.ui_runs:
-        result["ui"] = _ui_timings(work, args.ui_runs, out_dir / "soak-webserver.log")
-        os.chdir(cwd)
-        _report(result, out_dir)
 
 
-def _report(result: dict[str, Any], out_dir: Path) -> None:
+def _report(result: dict[str, Any], out_dir: Path, suffix: str) -> None:
     printable = {k: v for k, v in result.items() if k != "samples"}
     print(json.dumps(printable, indent=2), flush=True)
-    (out_dir / "soak.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (out_dir / f"soak{suffix}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

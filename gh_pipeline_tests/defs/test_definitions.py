@@ -61,7 +61,12 @@ def test_pyproject_and_workspace_name_the_same_module() -> None:
 def test_instance_config_serialises_warehouse_writers_and_persists_under_data() -> None:
     config = yaml.safe_load((REPO / "dagster.yaml").read_text(encoding="utf-8"))
     assert config["concurrency"]["pools"]["default_limit"] == 1
-    assert config["storage"]["sqlite"]["base_dir"].startswith("data/")
+    storage = config["storage"]["custom"]
+    assert (storage["module"], storage["class"]) == (
+        "gh_pipeline.defs.ops.instance_storage",
+        "SmallShardSqliteStorage",
+    )
+    assert storage["config"]["base_dir"].startswith("data/")
     graph = _graph().resolve_asset_graph()
     pools = {frozenset(graph.get(k).pools or ()) for k in graph.get_all_asset_keys()}
     assert pools == {frozenset({"duckdb_warehouse"})}

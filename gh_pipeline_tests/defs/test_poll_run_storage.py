@@ -8,10 +8,12 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+import yaml
 
 from gh_pipeline import settings
 from gh_pipeline.definitions import defs
 from gh_pipeline.defs.live.jobs import POLL_JOB_NAME
+from gh_pipeline_tests.support.dagster_process import REPO_ROOT
 from gh_pipeline_tests.support.fake_github import FakeGitHub, numbered_feed, trim_event
 
 METRIC_ASSETS = ("pr_intervals", "event_counts", "repo_pr_counts")
@@ -41,11 +43,13 @@ def _events_with_png(instance: dg.DagsterInstance, run_id: str) -> list[str]:
 
 @pytest.fixture
 def instance(tmp_path: Path) -> dg.DagsterInstance:
+    # dagster.yaml's storage (SQLite, small run shards) in a private directory.
     home = tmp_path / "dagster_home"
     home.mkdir()
+    storage = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text(encoding="utf-8"))["storage"]
+    storage["custom"]["config"]["base_dir"] = str(home / "storage")
     (home / "dagster.yaml").write_text(
-        f"storage:\n  sqlite:\n    base_dir: {home / 'storage'}\ntelemetry:\n  enabled: false\n",
-        encoding="utf-8",
+        yaml.safe_dump({"storage": storage, "telemetry": {"enabled": False}}), encoding="utf-8"
     )
     with dg.DagsterInstance.from_config(str(home)) as inst:
         yield inst

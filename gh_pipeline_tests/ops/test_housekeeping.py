@@ -25,6 +25,7 @@ from gh_pipeline.defs.ops.housekeeping import (
     HOUSEKEEPING_SCHEDULE_NAME,
     housekeep,
 )
+from gh_pipeline.defs.ops.quality import QUALITY_JOB_NAME
 from gh_pipeline_tests.support.fake_github import FakeGitHub, Fault, numbered_feed, trim_event
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,16 +42,14 @@ ASSETS = (
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def instance(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    """A persistent instance on each storage the project supports: SQLite files (dagster.yaml)
-    or a real PostgreSQL database (deploy/postgres/dagster.yaml's storage block)."""
+    """A persistent instance on each storage the project supports: SQLite files (dagster.yaml's
+    storage block, small run shards) or a real PostgreSQL database (deploy/postgres/dagster.yaml's storage block)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     if request.param == "sqlite":
-        storage = f"""\
-storage:
-  sqlite:
-    base_dir: {home / "storage"}
-"""
+        block = yaml.safe_load((REPO / "dagster.yaml").read_text(encoding="utf-8"))["storage"]
+        block["custom"]["config"]["base_dir"] = str(home / "storage")
+        storage = yaml.safe_dump({"storage": block})
     else:
         database = request.getfixturevalue("postgres").create_database()
         for key, value in database.env().items():
@@ -214,3 +213,33 @@ def test_tick_retention_is_configured_in_dagster_yaml() -> None:
     )
     assert purge[TickStatus.SKIPPED] == 1
     assert purge[TickStatus.SUCCESS] == sensor["success"]
+
+
+def test_housekeeping_deletes_the_check_executions_of_the_runs_it_deletes(
+    data_dir: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Dagster's delete_run leaves a run's rows in asset_check_executions behind; the checks of
+    # every 5-minute quality run would pile up in the asset index forever.
+    with FakeGitHub([trim_event(e) for e in numbered_feed(60, serial=0)], poll_interval=1) as fake:
+        monkeypatch.setenv("GITHUB_API_URL", fake.url)
+        d = defs()
+        assert d.resolve_job_def(POLL_JOB_NAME).execute_in_process(instance=instance).success
+    quality = d.resolve_job_def(QUALITY_JOB_NAME)
+    q1, q2, q3 = (quality.execute_in_process(instance=instance).run_id for _ in range(3))
+    keys = list(d.resolve_asset_graph().asset_check_keys)
+
+    def executions() -> set[str]:
+        storage = instance.event_log_storage
+        return {
+            e.run_id for key in keys for e in storage.get_asset_check_execution_history(key, 50)
+        }
+
+    assert executions() == {q1, q2, q3}
+    (created,) = instance.get_run_records(dg.RunsFilter(run_ids=[q3]))
+    report = housekeep(
+        instance, success_cutoff=created.create_timestamp, failure_cutoff=None, check_keys=keys
+    )
+    assert sorted(report.deleted) == sorted([q1, q2]) and q3 not in report.kept_for_latest
+    assert executions() == {q3}
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    assert {e.run_id for e in latest.values()} == {q3}

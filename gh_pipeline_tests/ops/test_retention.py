@@ -61,7 +61,7 @@ def _snapshot(conn: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
 
 
 def test_retention_days_default_zero_and_bad_values():
-    assert settings.raw_retention_days("") == 30
+    assert settings.raw_retention_days("") == 1
     assert settings.raw_retention_days(" 7 ") == 7
     assert settings.raw_retention_days("0") is None
     for bad in ("thirty", "-1", "2.5"):
@@ -205,11 +205,11 @@ def test_retention_job_runs_on_a_default_on_schedule(polled, data_dir, monkeypat
         kept = job.execute_in_process(instance=instance)
     assert _observed(kept)["events_pruned"] == 0
 
-    monkeypatch.delenv(settings.ENV_RAW_RETENTION_DAYS)  # the default: 30 days
+    monkeypatch.delenv(settings.ENV_RAW_RETENTION_DAYS)  # the default: 1 day
     with dg.DagsterInstance.ephemeral() as instance:
         pruned = job.execute_in_process(instance=instance)
     meta = _observed(pruned)
-    assert meta["retention_days"] == 30
+    assert meta["retention_days"] == 1
     assert (meta["events_pruned"], meta["landing_files_deleted"]) == (255, 2)
     assert meta["landing_bytes_after"] == 0
     with duckdb.connect(str(settings.warehouse_path(data_dir)), read_only=True) as conn:

@@ -353,15 +353,20 @@ def _recorded_pool() -> tuple[dict[str, Any], ...]:
 
 
 def numbered_feed(
-    count: int, *, serial: int, newest: datetime | None = None, step_s: float = 1.0
+    count: int,
+    *,
+    serial: int,
+    newest: datetime | None = None,
+    step_s: float = 1.0,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """`count` real recorded events (cycled when more are needed), newest first, re-dated
-    `step_s` apart ending at `newest`, with ids unique per `serial` (e.g. one serial per batch)
-    so a test can build feeds longer than the 300-event cap."""
+    """`count` real recorded events (cycled when more are needed, starting at the pool's
+    `offset`-th), newest first, re-dated `step_s` apart ending at `newest`, with ids unique per
+    `serial` (e.g. one serial per batch) so a test can build feeds longer than the 300-event cap."""
     pool = _recorded_pool()
     out = []
     for i in range(count):
-        event = copy.deepcopy(pool[i % len(pool)])
+        event = copy.deepcopy(pool[(offset + i) % len(pool)])
         event["id"] = f"{serial:04d}{i:06d}"
         out.append(event)
     return redate(out, newest=newest or datetime.now(UTC), step_s=step_s)

@@ -13,6 +13,7 @@ from gh_pipeline.defs.charts.metadata import (
     add_chart,
     chart_due,
     last_chart_drawn_at,
+    only_in_materialization,
 )
 from gh_pipeline.defs.live.resources import GitHubApiResource
 from gh_pipeline.defs.warehouse.keys import INGEST_GROUP, RAW_EVENTS
@@ -78,12 +79,13 @@ def raw_events(
     gap = outcome.possible_gap
     if gap is not None:
         context.log.warning(f"possible gap: {ingest.describe_gap(gap)}")
-    return dg.MaterializeResult(
-        metadata={
+    return only_in_materialization(
+        context,
+        {
             "dagster/row_count": total,
             **_outcome_metadata(outcome),
             **_chart_pointer(context, history),
-        }
+        },
     )
 
 
@@ -131,8 +133,9 @@ def _poll_round(
         context.log.info("watched repositories:\n" + watched.rows_text(rows))
         raise result.global_error
     glob = result.outcomes.get(ingest.GLOBAL_FEED)
-    return dg.MaterializeResult(
-        metadata={
+    return only_in_materialization(
+        context,
+        {
             "dagster/row_count": total,
             **(_outcome_metadata(glob) if glob is not None else {"global_feed": "not due"}),
             "watched_repositories": dg.MetadataValue.md(watched.rows_markdown(rows)),
@@ -144,7 +147,7 @@ def _poll_round(
                 ", ".join(f.repo or "/events" for f in result.deferred) or "none"
             ),
             **_chart_pointer(context, history),
-        }
+        },
     )
 
 

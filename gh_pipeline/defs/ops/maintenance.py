@@ -119,5 +119,5 @@ raw_retention_schedule = dg.ScheduleDefinition(
     cron_schedule="17 3 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily raw-JSON retention at 03:17 UTC (GH_PIPELINE_RAW_RETENTION_DAYS, default 30).",
+    description="Daily raw-JSON retention at 03:17 UTC (GH_PIPELINE_RAW_RETENTION_DAYS, default 1).",
 )

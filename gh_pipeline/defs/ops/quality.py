@@ -140,8 +140,9 @@ def event_counts_match_filtered(warehouse: Warehouse) -> dg.AssetCheckResult:
     return _result(EVENT_COUNTS_MATCH_FILTERED, EVENT_COUNTS, finding)
 
 
-# The checks also run in every poll run (its selection includes the checks of its assets), but a
-# poll that fails never reaches them: this schedule is what notices a feed that went stale.
+# The only job that runs the checks: poll runs leave them out (each evaluation is stored three
+# times in Dagster's storage, and polls come up to once a minute). Every 5 minutes also notices a
+# feed whose polls keep failing.
 quality_checks_job = dg.define_asset_job(
     name=QUALITY_JOB_NAME,
     selection=dg.AssetSelection.checks_for_assets(

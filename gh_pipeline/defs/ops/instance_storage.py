@@ -1,0 +1,69 @@
+"""Dagster's SQLite storage with small run shards: the instance storage `dagster.yaml` names.
+
+Dagster's SQLite event log keeps every run in its own database file. With SQLite's default 4 kB
+pages the empty schema of that file (10 tables and 15 indexes: event_logs, asset keys, check
+executions, ...) is ~106 kB before a single event: more than the events of a poll run between
+chart redraws. The same schema in 512-byte pages is ~18 kB, and the events pack more tightly into small
+pages too (a poll run's shard measured 233 kB → 140 kB with the same rows). Everything else is
+Dagster's own SqliteStorage: the same files in the same places (history/runs.db,
+history/runs/<run_id>.db, history/runs/index.db, schedules/schedules.db), the same schema and
+migrations; a shard made before this class (4 kB pages) is read and written as before.
+"""
+
+import contextlib
+import os
+import sqlite3
+
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
+from sqlalchemy.engine import Engine
+
+# SQLite's smallest page size. A run shard is written once by its run and read by the UI's run
+# page; events larger than a page (most are 0.4-5 kB) go on overflow pages, which costs 4 bytes a
+# page, not a second copy.
+SHARD_PAGE_SIZE = 512
+
+
+class SmallShardSqliteEventLogStorage(SqliteEventLogStorage):
+    """SqliteEventLogStorage whose per-run shards are created with SHARD_PAGE_SIZE pages (the
+    cross-run index shard, written by every run, keeps SQLite's default)."""
+
+    def _initdb(self, engine: Engine, for_index_shard: bool = False) -> None:
+        path = engine.url.database
+        # An empty file too: a process killed right after creating it wrote no page yet.
+        if not for_index_shard and path and (not os.path.exists(path) or not os.path.getsize(path)):
+            # The page size is fixed when the first page is written; switching to WAL (as Dagster
+            # does after creating the tables) writes the header, so both go before the tables.
+            # If another process created the file meanwhile, both pragmas leave it as it is.
+            with contextlib.closing(
+                sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
+            ) as c:
+                c.execute(f"PRAGMA page_size={SHARD_PAGE_SIZE}")
+                c.execute("PRAGMA journal_mode=WAL")
+        super()._initdb(engine, for_index_shard=for_index_shard)
+
+
+class SmallShardSqliteStorage(DagsterSqliteStorage):
+    """Dagster's SQLite instance storage (runs, event logs, schedules) with small run shards.
+
+    In dagster.yaml:
+
+        storage:
+          custom:
+            module: gh_pipeline.defs.ops.instance_storage
+            class: SmallShardSqliteStorage
+            config:
+              base_dir: data/dagster_home/storage
+    """
+
+    def __init__(self, base_dir: str, inst_data=None) -> None:
+        super().__init__(base_dir, inst_data=inst_data)
+        # The parent made a plain SqliteEventLogStorage on the same directory; nothing has been
+        # written through it yet (it only ensured index.db exists, as this one does too).
+        self._event_log_storage.dispose()
+        self._event_log_storage = SmallShardSqliteEventLogStorage(_event_logs_directory(base_dir))
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value) -> "SmallShardSqliteStorage":
+        return cls.from_local(inst_data=inst_data, **config_value)

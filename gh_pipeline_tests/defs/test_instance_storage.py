@@ -1,0 +1,113 @@
+"""The instance storage dagster.yaml names (SmallShardSqliteStorage): run shards in small pages,
+and Dagster reads and writes events through it as through its own SQLite storage, on real
+instances in both directions (shards made before it, and Dagster's storage reading its shards)."""
+
+import sqlite3
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from gh_pipeline.definitions import defs
+from gh_pipeline.defs.live.jobs import POLL_JOB_NAME
+from gh_pipeline.defs.ops.instance_storage import SHARD_PAGE_SIZE, SmallShardSqliteEventLogStorage
+from gh_pipeline_tests.support.dagster_process import REPO_ROOT
+from gh_pipeline_tests.support.fake_github import FakeGitHub, numbered_feed, trim_event
+
+
+def _home(tmp_path: Path, name: str, *, ours: bool) -> Path:
+    """An instance directory sharing one storage directory: dagster.yaml's storage block, or
+    Dagster's plain `storage: sqlite:` on the same files."""
+    home = tmp_path / name
+    home.mkdir()
+    base = str(tmp_path / "storage")
+    if ours:
+        storage = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text(encoding="utf-8"))[
+            "storage"
+        ]
+        storage["custom"]["config"]["base_dir"] = base
+    else:
+        storage = {"sqlite": {"base_dir": base}}
+    config = {"storage": storage, "telemetry": {"enabled": False}}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return home
+
+
+def _page_size(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("PRAGMA page_size").fetchone()[0]
+
+
+def _shard(tmp_path: Path, run_id: str) -> Path:
+    return tmp_path / "storage" / "history" / "runs" / f"{run_id}.db"
+
+
+@dg.asset
+def counted() -> dg.MaterializeResult:
+    """A one-row asset."""
+    return dg.MaterializeResult(metadata={"dagster/row_count": 1})
+
+
+def _materialise(home: Path) -> str:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        result = dg.materialize([counted], instance=instance)
+        assert result.success
+        return result.run_id
+
+
+def _read(home: Path, run_id: str) -> tuple[list[str], str]:
+    """The run's event types and the run holding counted's latest materialisation."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        records = instance.get_records_for_run(run_id).records
+        latest = instance.get_latest_materialization_event(dg.AssetKey("counted"))
+        assert latest is not None
+        return [r.event_log_entry.dagster_event_type for r in records], latest.run_id
+
+
+def test_poll_run_shard_has_small_pages_and_is_smaller_than_with_dagsters_storage(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = {}
+    with FakeGitHub([trim_event(e) for e in numbered_feed(150, serial=0)], poll_interval=1) as fake:
+        monkeypatch.setenv("GITHUB_API_URL", fake.url)
+        job = defs().resolve_job_def(POLL_JOB_NAME)  # the GitHub resource reads the URL here
+        # Dagster's storage first, then ours on the same files; the second and third polls are
+        # alike (no chart due, 40 new events each), the first draws every chart.
+        for serial, ours in ((1, False), (2, False), (3, True)):
+            fake.push([trim_event(e) for e in numbered_feed(40, serial=serial)])
+            home = _home(tmp_path, f"home{serial}", ours=ours)
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                if ours:
+                    assert isinstance(instance.event_log_storage, SmallShardSqliteEventLogStorage)
+                result = job.execute_in_process(instance=instance)
+                assert result.success
+                stored = instance.get_records_for_run(result.run_id).records
+                assert any(
+                    r.event_log_entry.dagster_event_type
+                    == dg.DagsterEventType.ASSET_MATERIALIZATION
+                    for r in stored
+                )
+                latest = instance.get_latest_materialization_event(dg.AssetKey("raw_events"))
+                assert latest is not None and latest.run_id == result.run_id
+            sizes[serial] = _shard(tmp_path, result.run_id).stat().st_size
+            expected = SHARD_PAGE_SIZE if ours else 4096
+            assert _page_size(_shard(tmp_path, result.run_id)) == expected
+    index = tmp_path / "storage" / "history" / "runs" / "index.db"
+    assert _page_size(index) == 4096  # the shared index keeps SQLite's default
+    # The same run's shard: Dagster's storage vs small pages (measured 81 kB vs ~230 kB).
+    assert sizes[3] < sizes[2] * 0.6, sizes
+
+
+def test_dagster_and_this_storage_read_each_others_shards(tmp_path: Path) -> None:
+    plain, ours = _home(tmp_path, "plain", ours=False), _home(tmp_path, "ours", ours=True)
+    before = _materialise(plain)  # a shard made before the switch, 4 kB pages
+    after = _materialise(ours)
+    assert _page_size(_shard(tmp_path, before)) == 4096
+    assert _page_size(_shard(tmp_path, after)) == SHARD_PAGE_SIZE
+    for home in (plain, ours):  # switching back to `storage: sqlite:` keeps working too
+        for run_id in (before, after):
+            kinds, latest = _read(home, run_id)
+            assert dg.DagsterEventType.ASSET_MATERIALIZATION in kinds
+            assert dg.DagsterEventType.RUN_SUCCESS in kinds
+            assert latest == after
