@@ -36,14 +36,6 @@ from gh_pipeline_tests.support.archive_server import (
 HOUR_6 = ArchiveHour(datetime(2021, 7, 21, 6, tzinfo=UTC))
 
 
-@pytest.fixture
-def conn(tmp_path: Path):
-    c = warehouse.connect(tmp_path / "w.duckdb")
-    warehouse.ensure_schema(c)
-    yield c
-    c.close()
-
-
 # --- hours and URLs -------------------------------------------------------------------------------
 
 

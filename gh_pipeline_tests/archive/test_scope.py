@@ -28,14 +28,6 @@ WATCHED = "helikopter-bojowy/EXP-na-helikopterze, xz241/wp-uploads Hrhwve3553/DJ
 IN_FILE = ("Helikopter-Bojowy/Exp-na-helikopterze", "xz241/wp-uploads", "hrhwve3553/djy")
 
 
-@pytest.fixture
-def conn(tmp_path: Path):
-    c = warehouse.connect(tmp_path / "w.duckdb")
-    warehouse.ensure_schema(c)
-    yield c
-    c.close()
-
-
 def _hour_events() -> list[dict[str, Any]]:
     """The recorded hour, with two of xz241/wp-uploads' events under a mixed-case spelling."""
     events = [json.loads(line) for line in fixture_lines("2021-07-21-9.json.gz")]
