@@ -53,12 +53,19 @@ def chart_due(context: dg.AssetExecutionContext, key: dg.AssetKey, *, now: float
     return drawn is None or now - drawn >= minutes * 60
 
 
-def add_chart(context: dg.AssetExecutionContext, chart: alt.TopLevelMixin) -> None:
-    """Put the chart on the asset's materialisation only. Metadata returned in a MaterializeResult
-    is stored twice (Dagster copies it into the STEP_OUTPUT event too); asset metadata added
-    through the context goes into the ASSET_MATERIALIZATION event alone."""
+def add_chart(
+    context: dg.AssetExecutionContext,
+    chart: alt.TopLevelMixin,
+    *,
+    asset_key: dg.AssetKey | None = None,
+) -> None:
+    """Put the chart on the asset's materialisation only (`asset_key` in a multi-asset step).
+    Metadata returned in a MaterializeResult is stored twice (Dagster copies it into the
+    STEP_OUTPUT event too); asset metadata added through the context goes into the
+    ASSET_MATERIALIZATION event alone."""
     context.add_asset_metadata(
-        {**chart_metadata(chart), CHART_DRAWN_AT: dg.MetadataValue.timestamp(time.time())}
+        {**chart_metadata(chart), CHART_DRAWN_AT: dg.MetadataValue.timestamp(time.time())},
+        asset_key=asset_key,
     )
 
 

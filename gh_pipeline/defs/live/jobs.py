@@ -20,7 +20,7 @@ poll_job = dg.define_asset_job(
     name=POLL_JOB_NAME,
     # Without their checks: nine check evaluations per poll run were stored three times each
     # (the run's log, the asset index, asset_check_executions), a third of a poll run's Dagster
-    # storage. The data_quality_checks job runs them all every 5 minutes.
+    # storage. The data_quality_checks job runs them all every 15 minutes.
     selection=dg.AssetSelection.assets(RAW_EVENTS).downstream().without_checks(),
     executor_def=dg.in_process_executor,
     tags={POLL_TAG: "true"},

@@ -120,7 +120,7 @@ def _run_files(instance: dg.DagsterInstance, run_id: str) -> list[Path]:
 def _delete_check_executions(instance: dg.DagsterInstance, run_id: str) -> None:
     """Dagster's delete_run removes a run's events but not its rows in asset_check_executions
     (each with a copy of its evaluation event, ~1.4 kB): without this, the 9 checks of every
-    5-minute quality run would stay in the asset index forever (~3.6 MB a day)."""
+    15-minute quality run would stay in the asset index forever (~1.2 MB a day)."""
     events = instance.event_log_storage
     if not isinstance(events, SqlEventLogStorage):
         return
