@@ -21,7 +21,7 @@ it stops dagster dev and prints:
   runs (at the soak's cadence), by part; each poll run's own bytes (run shard, compute logs, its
   rows in the asset index) for runs that redrew the charts and runs in between; and the bytes a
   poll costs at one poll a minute: 9 between-redraw runs and 1 redraw in 10 (charts every 10
-  min), a fifth of a data_quality_checks run (every 5 min), 12 sensor ticks, and runs.db's share;
+  min), a fifteenth of a data_quality_checks run (every 15 min), 12 sensor ticks, and runs.db's share;
 - warehouse / landing / snapshot bytes per poll and per event;
 - RSS over time (first and last quarter of the samples);
 - the housekeeping job's effect: `housekeep` with the cutoff at the middle of the soak;
@@ -77,14 +77,14 @@ from gh_pipeline_tests.support.postgres_server import PgDatabase, postgres_serve
 DAY_POLLS = 1440  # one poll a minute
 SAMPLE_EVERY_S = 10.0
 # At one poll a minute: one poll run in 10 redraws the charts (every 10 minutes), a
-# data_quality_checks run every 5 minutes, the poll sensor ticks every 5 s (11 skipped ticks and
+# data_quality_checks run every 15 minutes, the poll sensor ticks every 5 s (11 skipped ticks and
 # one that launches the run).
 REDRAW_EVERY = settings.DEFAULT_CHART_REFRESH_MINUTES
-QUALITY_RUNS_PER_POLL = 1 / 5
+QUALITY_RUNS_PER_POLL = 1 / 15
 SKIPPED_TICKS_PER_POLL, RUN_TICKS_PER_POLL = 11, 1
 # dagster.yaml's tick retention: skipped ticks 1 day, successful ones 7 (quality schedule every
-# 5 min and housekeeping hourly tick successfully too).
-TICKS_KEPT = DAY_POLLS * (SKIPPED_TICKS_PER_POLL * 1 + RUN_TICKS_PER_POLL * 7) + (288 + 24) * 7
+# 15 min and housekeeping hourly tick successfully too).
+TICKS_KEPT = DAY_POLLS * (SKIPPED_TICKS_PER_POLL * 1 + RUN_TICKS_PER_POLL * 7) + (96 + 24) * 7
 # The disk cost benchmark's per-event bytes (trimmed shape, 100,000 events from a larger pool of
 # real events than the soak's 255; docs/operations.md#retention): landing gzip, warehouse with
 # raw JSON, warehouse after retention (compacted).

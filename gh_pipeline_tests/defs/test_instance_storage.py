@@ -111,3 +111,36 @@ def test_dagster_and_this_storage_read_each_others_shards(tmp_path: Path) -> Non
             assert dg.DagsterEventType.ASSET_MATERIALIZATION in kinds
             assert dg.DagsterEventType.RUN_SUCCESS in kinds
             assert latest == after
+
+
+def _tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _revision(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+
+def test_a_new_run_shard_holds_only_the_run_tables_and_is_current_for_dagster(
+    tmp_path: Path,
+) -> None:
+    plain, ours = _home(tmp_path, "plain", ours=False), _home(tmp_path, "ours", ours=True)
+    full, small = _materialise(plain), _materialise(ours)
+    assert _tables(_shard(tmp_path, small)) == {"event_logs", "asset_event_tags", "alembic_version"}
+    assert "asset_keys" in _tables(_shard(tmp_path, full))  # Dagster's own: every table
+    # The same alembic stamp as a full shard: Dagster sees nothing to create or migrate.
+    assert _revision(_shard(tmp_path, small)) == _revision(_shard(tmp_path, full))
+    # What Dagster does with a run's shard besides reading it: migrate it (`dagster instance
+    # migrate`) and delete the run (housekeeping: it clears asset_event_tags in the shard too).
+    for home in (ours, plain):
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            instance.upgrade()
+    with dg.DagsterInstance.from_config(str(ours)) as instance:
+        instance.delete_run(small)
+        assert instance.get_records_for_run(small).records == []
+        kinds = [
+            r.event_log_entry.dagster_event_type for r in instance.get_records_for_run(full).records
+        ]
+        assert dg.DagsterEventType.ASSET_MATERIALIZATION in kinds

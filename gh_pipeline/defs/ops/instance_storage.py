@@ -8,13 +8,26 @@ pages too (a poll run's shard measured 233 kB → 140 kB with the same rows). Ev
 Dagster's own SqliteStorage: the same files in the same places (history/runs.db,
 history/runs/<run_id>.db, history/runs/index.db, schedules/schedules.db), the same schema and
 migrations; a shard made before this class (4 kB pages) is read and written as before.
+
+A new run shard also gets only the tables Dagster uses in a run's own file (event_logs, and
+asset_event_tags, which deleting a run touches), not the cross-run tables (asset keys, check
+executions, concurrency slots, ...) that only the index shard fills: ~8 kB instead of ~18 kB a
+run. Its alembic stamp is the same as a full shard's, so Dagster treats it as current.
 """
 
 import contextlib
 import os
 import sqlite3
 
+import sqlalchemy.exc as db_exc
+from dagster._core.storage.event_log.schema import AssetEventTagsTable, SqlEventLogStorageTable
+from dagster._core.storage.event_log.sqlite import sqlite_event_log
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.sql import (
+    check_alembic_revision,
+    get_alembic_config,
+    stamp_alembic_rev,
+)
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
 from sqlalchemy.engine import Engine
@@ -41,7 +54,32 @@ class SmallShardSqliteEventLogStorage(SqliteEventLogStorage):
             ) as c:
                 c.execute(f"PRAGMA page_size={SHARD_PAGE_SIZE}")
                 c.execute("PRAGMA journal_mode=WAL")
+            _create_run_tables(engine)
         super()._initdb(engine, for_index_shard=for_index_shard)
+
+
+# The tables a run's own shard needs: its events, and the tags table that deleting a run clears
+# (SqlEventLogStorage.delete_events_for_run). Everything else Dagster's schema defines is read and
+# written in the index shard only.
+RUN_SHARD_TABLES = (SqlEventLogStorageTable, AssetEventTagsTable)
+
+
+def _create_run_tables(engine: Engine) -> None:
+    """Create a new run shard's tables and stamp it with the current alembic revision, so the
+    parent's _initdb (which creates every table of an unstamped file) leaves it as it is. If
+    another process is creating the same shard, the parent's _initdb sorts it out."""
+    alembic_config = get_alembic_config(sqlite_event_log.__file__)
+    try:
+        with engine.begin() as connection:
+            if all(check_alembic_revision(alembic_config, connection)):
+                return
+            for table in RUN_SHARD_TABLES:
+                table.create(connection, checkfirst=True)
+            stamp_alembic_rev(alembic_config, connection)
+    except (db_exc.DatabaseError, sqlite3.DatabaseError):
+        # A concurrent creation ("already exists", "database is locked", the stamp's unique
+        # constraint): the parent retries on exactly these.
+        return
 
 
 class SmallShardSqliteStorage(DagsterSqliteStorage):
