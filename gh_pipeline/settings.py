@@ -63,6 +63,11 @@ def snapshot_dir(directory: str | Path | None = None) -> Path:
     return data_dir(directory) / "snapshot"
 
 
+def charts_dir(directory: str | Path | None = None) -> Path:
+    """Where each chart's latest Vega-Lite spec is written (<asset>.vl.json)."""
+    return data_dir(directory) / "charts"
+
+
 def _whole_number(name: str, value: str | None, *, default: int, unit: str, zero: str) -> int:
     """$name (or `value`) as a whole number >= 0; `default` when unset or blank. A bad value is
     refused naming the variable, the unit and what 0 means."""

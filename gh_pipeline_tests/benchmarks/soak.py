@@ -23,7 +23,8 @@ it stops dagster dev and prints:
   poll costs at one poll a minute: 9 between-redraw runs and 1 redraw in 10 (charts every 10
   min), a fifteenth of a data_quality_checks run (every 15 min), 12 sensor ticks, and runs.db's share;
 - warehouse / landing / snapshot bytes per poll and per event;
-- RSS over time (first and last quarter of the samples);
+- RSS over time (mean of each quarter of the samples, and the trend: MB per 100 poll runs over the
+  whole soak and over its second half, a least-squares slope);
 - the housekeeping job's effect: `housekeep` with the cutoff at the middle of the soak;
 - the 30-day projection of data/ at one poll a minute with the default retention settings: what
   retention caps (a day of Dagster runs, the ticks dagster.yaml keeps, GH_PIPELINE_RAW_RETENTION_DAYS
@@ -614,6 +615,19 @@ def _analyse(
         roles = {r for s in part for r in s["rss"]} - {"other"}
         return {r: round(statistics.mean(s["rss"].get(r, 0) for s in part) / 1e6, 1) for r in roles}
 
+    def rss_trend(part: list[dict[str, Any]]) -> dict[str, float]:
+        """Least-squares slope of each process's RSS over `part`, in MB per 100 poll runs: a
+        process that levels off after warming up shows ~0 over the second half."""
+        roles = {r for s in part for r in s["rss"]} - {"other"}
+        out: dict[str, float] = {}
+        xs = [s["poll_runs_ok"] for s in part]
+        if len(part) < 3 or max(xs) == min(xs):
+            return out
+        for role in sorted(roles):
+            ys = [s["rss"].get(role, 0) / 1e6 for s in part]
+            out[role] = round(statistics.linear_regression(xs, ys).slope * 100, 1)
+        return out
+
     own = _per_run(store, runs, samples[0]["dagster_parts"])
 
     # Housekeeping: everything created before the middle of the soak is past the window.
@@ -709,6 +723,11 @@ def _analyse(
         "dagster_per_run": own,
         "rss_mb_first_quarter": rss_of(samples[:quarter]),
         "rss_mb_last_quarter": rss_of(samples[-quarter:]),
+        "rss_mb_by_quarter": [
+            rss_of(samples[i * quarter : (i + 1) * quarter if i < 3 else None]) for i in range(4)
+        ],
+        "rss_mb_per_100_polls_second_half": rss_trend(samples[len(samples) // 2 :]),
+        "rss_mb_per_100_polls_whole_soak": rss_trend(samples),
         "housekeeping": housekeeping,
         "projection_30d": projection,
         "samples": samples,

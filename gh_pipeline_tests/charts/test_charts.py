@@ -356,7 +356,7 @@ def test_empty_pipeline_materialises_no_data_charts(
     data_dir: Path, fake_github: FakeGitHub
 ) -> None:
     """The real poll job against a feed with no events: every charted asset still materialises
-    with a PNG chart entry and its spec."""
+    with a PNG chart entry and the path of its spec."""
     import gh_pipeline.defs as defs_package
     from gh_pipeline.defs.live.jobs import POLL_JOB_NAME
 
@@ -373,7 +373,11 @@ def test_empty_pipeline_materialises_no_data_charts(
         entry = metadata[key]
         assert isinstance(entry["chart"], dg.MarkdownMetadataValue)
         assert png_size(png_of(entry["chart"].value))[0] >= 600
-        spec = entry["chart_spec"].value
+        # The spec is a file under data/charts, the latest one per asset.
+        spec_file = Path(entry["chart_spec"].value)
+        assert spec_file.parent == data_dir / "charts" and spec_file.name == f"{key}.vl.json"
+        spec = json.loads(spec_file.read_text(encoding="utf-8"))
+        assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/"), key
         assert figures.NO_DATA_TEXT in json.dumps(spec), key
         assert entry["dagster/row_count"].value == 0 or key == "event_counts"
     assert metadata["event_counts"]["tracked_events_last_1440_min"].value == 0

@@ -2,6 +2,7 @@
 job on a persistent SQLite instance, checked through Dagster's own APIs."""
 
 import base64
+import json
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from gh_pipeline_tests.support.dagster_process import REPO_ROOT
 from gh_pipeline_tests.support.fake_github import FakeGitHub, numbered_feed, trim_event
 
 METRIC_ASSETS = ("pr_intervals", "event_counts", "repo_pr_counts")
+FILTERED_ASSETS = ("watch_events", "pull_request_events", "issues_events")
 PNG_PREFIX = "data:image/png;base64,"
 
 
@@ -55,7 +57,7 @@ def instance(tmp_path: Path) -> dg.DagsterInstance:
         yield inst
 
 
-def test_poll_runs_between_redraws_store_no_chart_and_metric_assets_keep_theirs(
+def test_poll_runs_between_redraws_store_no_chart_and_downstream_assets_keep_theirs(
     data_dir: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(settings.ENV_CHART_REFRESH_MINUTES, raising=False)
@@ -70,12 +72,13 @@ def test_poll_runs_between_redraws_store_no_chart_and_metric_assets_keep_theirs(
             runs.append(result)
 
         first = {e.asset_key.to_user_string() for e in runs[0].get_asset_materialization_events()}
-        assert set(METRIC_ASSETS) | {"raw_events"} <= first
+        assert first == {*METRIC_ASSETS, *FILTERED_ASSETS, "raw_events"}
+        first_rows = {n: _latest_metadata(instance, n)["dagster/row_count"].value for n in first}
         for later in runs[1:]:
-            # raw_events and the filtered tables materialise on every poll; the metric assets
-            # refresh their tables but record no materialisation until their chart is due.
+            # raw_events materialises on every poll (its poll outcome); the filtered and metric
+            # tables are refreshed but record no materialisation until one is due.
             names = {e.asset_key.to_user_string() for e in later.get_asset_materialization_events()}
-            assert "raw_events" in names and not names & set(METRIC_ASSETS)
+            assert names == {"raw_events"}
             assert _events_with_png(instance, later.run_id) == []
         # Even the run that drew every chart stores each PNG once: in the materialisation, not in
         # the step output as well.
@@ -87,7 +90,10 @@ def test_poll_runs_between_redraws_store_no_chart_and_metric_assets_keep_theirs(
         for name in METRIC_ASSETS:
             metadata = _latest_metadata(instance, name)
             assert len(_png(metadata["chart"].value)) > 1000, name
-            assert "chart_spec" in metadata and "chart_drawn_at" in metadata
+            assert "chart_drawn_at" in metadata
+            spec = Path(metadata["chart_spec"].value)
+            assert spec == data_dir / "charts" / f"{name}.vl.json", name
+            assert "vega-lite" in json.loads(spec.read_text(encoding="utf-8"))["$schema"]
         pointer = _latest_metadata(instance, "raw_events")
         assert (
             PNG_PREFIX not in pointer["chart"].value
@@ -95,13 +101,17 @@ def test_poll_runs_between_redraws_store_no_chart_and_metric_assets_keep_theirs(
         )
         assert pointer["chart_drawn_at"].value == _drawn_at(instance, runs[0].run_id, "raw_events")
 
-        # The tables are current even though the metric assets did not materialise.
+        # The tables are current even though they did not materialise.
         with duckdb.connect(str(settings.warehouse_path(data_dir)), read_only=True) as conn:
             stored = conn.execute("SELECT count(*) FROM raw_events").fetchone()[0]
             assert stored == 150 + 3 * 40
             pr_rows = conn.execute("SELECT sum(pr_events) FROM repo_pr_counts").fetchone()[0]
             prs = conn.execute("SELECT count(*) FROM pull_request_events").fetchone()[0]
             assert pr_rows == prs > 0
+            tracked = {
+                n: conn.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in FILTERED_ASSETS
+            }
+        assert sum(tracked.values()) > sum(first_rows[n] for n in FILTERED_ASSETS)
 
         # With redrawing on every poll (0), the next poll draws every chart again.
         monkeypatch.setenv(settings.ENV_CHART_REFRESH_MINUTES, "0")
@@ -112,6 +122,14 @@ def test_poll_runs_between_redraws_store_no_chart_and_metric_assets_keep_theirs(
             metadata = _latest_metadata(instance, name)
             _png(metadata["chart"].value)
             assert metadata["chart_drawn_at"].value >= before, name
+        # The filtered tables record again, with what the polls in between added.
+        with duckdb.connect(str(settings.warehouse_path(data_dir)), read_only=True) as conn:
+            for name in FILTERED_ASSETS:
+                rows = conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+                metadata = _latest_metadata(instance, name)
+                assert metadata["dagster/row_count"].value == rows, name
+                since = metadata["rows_added_since_last_materialization"].value
+                assert since == rows - first_rows[name], name
 
 
 def _drawn_at(instance: dg.DagsterInstance, run_id: str, name: str) -> float:

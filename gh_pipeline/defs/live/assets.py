@@ -1,5 +1,6 @@
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -84,7 +85,7 @@ def raw_events(
         {
             "dagster/row_count": total,
             **_outcome_metadata(outcome),
-            **_chart_pointer(context, history),
+            **_chart_pointer(context, history, storage.charts_dir),
         },
     )
 
@@ -146,19 +147,19 @@ def _poll_round(
             "repositories_deferred": dg.MetadataValue.text(
                 ", ".join(f.repo or "/events" for f in result.deferred) or "none"
             ),
-            **_chart_pointer(context, history),
+            **_chart_pointer(context, history, storage.charts_dir),
         },
     )
 
 
 def _chart_pointer(
-    context: dg.AssetExecutionContext, history: pd.DataFrame | None
+    context: dg.AssetExecutionContext, history: pd.DataFrame | None, charts_dir: Path
 ) -> dict[str, dg.MetadataValue]:
     """Draw the poll-history chart on this materialisation, or (between redraws) say where the
     last one is: every poll materialises raw_events, and a chart on each would be most of a
     poll run's storage."""
     if history is not None:
-        add_chart(context, figures.poll_history_chart(history))
+        add_chart(context, figures.poll_history_chart(history), charts_dir)
         return {}
     drawn = last_chart_drawn_at(context.instance, RAW_EVENTS)
     if drawn is None:  # unreachable: chart_due draws when nothing was drawn yet

@@ -1,16 +1,14 @@
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import altair as alt
 import dagster as dg
 from duckdb import DuckDBPyConnection
 
-from gh_pipeline import settings
 from gh_pipeline.charts import figures
-from gh_pipeline.defs.charts.metadata import add_chart, chart_due
 from gh_pipeline.defs.warehouse.keys import (
     EVENT_COUNTS,
     ISSUES_EVENTS,
@@ -20,16 +18,11 @@ from gh_pipeline.defs.warehouse.keys import (
     REPO_PR_COUNTS,
     WATCH_EVENTS,
 )
-from gh_pipeline.defs.warehouse.resources import WAREHOUSE_POOL, PipelineStorage, Warehouse
 from gh_pipeline.model import metrics
 from gh_pipeline.publish import snapshot
 from gh_pipeline.warehouse import catalogue
 from gh_pipeline.warehouse.connection import scalar
 
-# A metric asset's table and reader snapshot are refreshed in every run that selects it, but it
-# records a materialisation only with a fresh chart (chart_due): so its latest materialisation
-# always shows a chart at most $GH_PIPELINE_CHART_REFRESH_MINUTES old, and the poll runs in
-# between store no chart at all.
 _DESCRIPTIONS = {
     PR_INTERVALS: "Average, median and p90 time between opened pull requests, per repository.",
     EVENT_COUNTS: "Tracked-event counts by type over 5, 15, 60, 360 and 1440-minute look-back "
@@ -107,12 +100,10 @@ _REFRESH = {
 }
 
 
-# One step for the three metric tables (three assets in the UI, each with its own
-# materialisation and chart): every poll run refreshes all three, and each step costs ~3 kB of
-# Dagster storage (its start and success events) on every poll run, chart or not.
-@dg.multi_asset(
-    name="metric_tables",
-    specs=[
+def specs() -> list[dg.AssetSpec]:
+    """The three metric assets' specs (a function: the defs loader would take a module-level
+    spec for an asset of its own)."""
+    return [
         dg.AssetSpec(
             key,
             deps=_DEPS[key],
@@ -122,34 +113,16 @@ _REFRESH = {
             skippable=True,
         )
         for key, description in _DESCRIPTIONS.items()
-    ],
-    pool=WAREHOUSE_POOL,
-    can_subset=True,
-)
-def metric_tables(
-    context: dg.AssetExecutionContext, warehouse: Warehouse, storage: PipelineStorage
-) -> Iterator[dg.MaterializeResult]:
-    """Refresh the metric tables and their reader snapshots; chart them when a chart is due."""
-    now = time.time()
-    selected = [key for key in _REFRESH if key in context.selected_asset_keys]
-    due = {key: chart_due(context, key, now=now) for key in selected}
-    refreshed: dict[dg.AssetKey, tuple[int, Draw | None]] = {}
-    with warehouse.connect() as conn:
-        for key in selected:
-            refreshed[key] = _REFRESH[key](conn, draw=due[key])
-            snapshot.publish_table(conn, storage.snapshot_dir, key.path[-1])
-    undrawn = [k.to_user_string() for k, (_, d) in refreshed.items() if d is None]
-    if undrawn:
-        context.log.info(
-            f"{', '.join(undrawn)}: tables and snapshots refreshed; materialisations and charts "
-            f"recorded at most every {settings.chart_refresh_minutes()} min "
-            f"({settings.ENV_CHART_REFRESH_MINUTES})"
-        )
-    for key, (rows, draw) in refreshed.items():
-        if draw is None:
-            continue
-        # Through the context: metadata in a MaterializeResult is stored twice (Dagster copies
-        # it into the step output event too).
-        context.add_asset_metadata({"dagster/row_count": rows, **draw.metadata}, asset_key=key)
-        add_chart(context, draw.chart(), asset_key=key)
-        yield dg.MaterializeResult(asset_key=key)
+    ]
+
+
+def refresh(
+    conn: DuckDBPyConnection, snapshot_dir: Path, draw: dict[dg.AssetKey, bool]
+) -> dict[dg.AssetKey, tuple[int, Draw | None]]:
+    """Recompute each metric table in `draw` and republish its reader snapshot; returns its row
+    count and, where draw[key] is true, the chart to draw and its metadata."""
+    out = {}
+    for key, due in draw.items():
+        out[key] = _REFRESH[key](conn, draw=due)
+        snapshot.publish_table(conn, snapshot_dir, key.path[-1])
+    return out

@@ -29,6 +29,10 @@ class PipelineStorage(dg.ConfigurableResource):
     def state_dir(self) -> Path:
         return settings.state_dir(self.root)
 
+    @property
+    def charts_dir(self) -> Path:
+        return settings.charts_dir(self.root)
+
 
 class Warehouse(DuckDBResource):
     """The DuckDB warehouse file; every write goes through the single-slot warehouse pool."""
