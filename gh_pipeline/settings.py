@@ -19,8 +19,9 @@ ENV_RAW_RETENTION_DAYS = "GH_PIPELINE_RAW_RETENTION_DAYS"
 # The typed columns of every event and the tracked-event tables are kept forever regardless.
 DEFAULT_RAW_RETENTION_DAYS = 1
 ENV_CHART_REFRESH_MINUTES = "GH_PIPELINE_CHART_REFRESH_MINUTES"
-# A poll run redraws a chart only when the last one is this old: a chart costs 30-60 kB of
-# Dagster storage per copy, a poll run without charts a few kB (docs/operations.md).
+# A poll run redraws the charts (and records the filtered and metric tables' materialisations)
+# only when the last ones are this old: a redraw costs ~200 kB of Dagster storage, a poll run in
+# between ~70 kB (docs/operations.md#a-month-unattended).
 DEFAULT_CHART_REFRESH_MINUTES = 10
 ENV_RUN_RETENTION_DAYS = "GH_PIPELINE_RUN_RETENTION_DAYS"
 ENV_FAILED_RUN_RETENTION_DAYS = "GH_PIPELINE_FAILED_RUN_RETENTION_DAYS"

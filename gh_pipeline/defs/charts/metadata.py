@@ -67,8 +67,8 @@ def last_chart_drawn_at(instance: dg.DagsterInstance, key: dg.AssetKey) -> float
 
 def chart_due(context: dg.AssetExecutionContext, key: dg.AssetKey, *, now: float) -> bool:
     """Whether this run draws `key`'s chart. A poll run draws it only when the last one is
-    $GH_PIPELINE_CHART_REFRESH_MINUTES old: each chart is 30-60 kB in Dagster's event log, ten
-    times a poll run's other events. Every other run (a materialisation from the UI, an archive
+    $GH_PIPELINE_CHART_REFRESH_MINUTES old: each chart is 10-40 kB in Dagster's event log (twice
+    on SQLite), as much as all of a poll run's other events. Every other run (a materialisation from the UI, an archive
     hour, a rebuild) draws it."""
     if POLL_TAG not in context.run.tags:
         return True
