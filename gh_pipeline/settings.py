@@ -16,7 +16,8 @@ ENV_DATA_DIR = "GH_PIPELINE_DATA_DIR"
 ENV_RAW_RETENTION_DAYS = "GH_PIPELINE_RAW_RETENTION_DAYS"
 # One day of raw JSON and landing files: at the feed's maximum (300 new events a minute) they
 # cost ~0.3 GB a day, which a month of 30 days would make ~9 GB (docs/operations.md#retention).
-# The typed columns of every event and the tracked-event tables are kept forever regardless.
+# The typed columns of events and the tracked-event tables are kept regardless (untracked live
+# events' rows: GH_PIPELINE_UNTRACKED_RETENTION_DAYS).
 DEFAULT_RAW_RETENTION_DAYS = 1
 ENV_UNTRACKED_RETENTION_DAYS = "GH_PIPELINE_UNTRACKED_RETENTION_DAYS"
 # The typed rows of untracked event types from the live feed (~77 % of events, ~0.1 kB each)
