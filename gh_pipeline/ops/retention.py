@@ -443,10 +443,13 @@ def main(argv: list[str] | None = None) -> int:
         "--untracked-days", type=int, help="override GH_PIPELINE_UNTRACKED_RETENTION_DAYS"
     )
     args = parser.parse_args(argv)
-    days = settings.raw_retention_days(None if args.days is None else str(args.days))
-    untracked_days = settings.untracked_retention_days(
-        None if args.untracked_days is None else str(args.untracked_days)
-    )
+    try:
+        days = settings.raw_retention_days(None if args.days is None else str(args.days))
+        untracked_days = settings.untracked_retention_days(
+            None if args.untracked_days is None else str(args.untracked_days)
+        )
+    except ValueError as exc:
+        parser.error(str(exc))  # exits 2 with the message, before anything is touched
     watch = settings.watched_repos()
     for error in watch.errors:
         print(error)

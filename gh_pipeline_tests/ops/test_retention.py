@@ -485,3 +485,25 @@ def _observed(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
         if e.event_type_value == "ASSET_OBSERVATION"
     )
     return {k: v.value for k, v in observation.metadata.items()}
+
+
+def test_the_command_refuses_a_bad_setting_naming_it(data_dir, monkeypatch, capsys):
+    monkeypatch.setenv(settings.ENV_UNTRACKED_RETENTION_DAYS, "a week")
+    with pytest.raises(SystemExit) as exit_info:
+        retention.main(["--dry-run"])
+    assert exit_info.value.code == 2
+    assert "GH_PIPELINE_UNTRACKED_RETENTION_DAYS" in capsys.readouterr().err
+
+
+def test_the_command_dry_run_reports_the_rollup_and_changes_nothing(data_dir, tmp_path, capsys):
+    feed = recorded_2019_feed()
+    conn = warehouse.connect(settings.warehouse_path(data_dir))
+    old = datetime.now(UTC) - timedelta(days=3)
+    _load(conn, tmp_path, feed, poll_id="old-poll", source="api", ingested_at=old)
+    conn.close()
+    untracked = sum(1 for e in feed if e["type"] not in TRACKED)
+    assert retention.main(["--dry-run"]) == 0
+    assert f"would roll up and delete {untracked} untracked live events" in capsys.readouterr().out
+    with duckdb.connect(str(settings.warehouse_path(data_dir)), read_only=True) as conn:
+        assert warehouse.scalar(conn, "SELECT count(*) FROM raw_events") == len(feed)
+        assert warehouse.scalar(conn, "SELECT count(*) FROM untracked_event_counts") == 0
