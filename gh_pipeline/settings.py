@@ -16,8 +16,14 @@ ENV_DATA_DIR = "GH_PIPELINE_DATA_DIR"
 ENV_RAW_RETENTION_DAYS = "GH_PIPELINE_RAW_RETENTION_DAYS"
 # One day of raw JSON and landing files: at the feed's maximum (300 new events a minute) they
 # cost ~0.3 GB a day, which a month of 30 days would make ~9 GB (docs/operations.md#retention).
-# The typed columns of every event and the tracked-event tables are kept forever regardless.
+# The typed columns of events and the tracked-event tables are kept regardless (untracked live
+# events' rows: GH_PIPELINE_UNTRACKED_RETENTION_DAYS).
 DEFAULT_RAW_RETENTION_DAYS = 1
+ENV_UNTRACKED_RETENTION_DAYS = "GH_PIPELINE_UNTRACKED_RETENTION_DAYS"
+# The typed rows of untracked event types from the live feed (~77 % of events, ~0.1 kB each)
+# were what kept a month at the feed's maximum above 1 GB: after a day they are counted per hour
+# and type into untracked_event_counts and deleted (gh_pipeline.ops.retention).
+DEFAULT_UNTRACKED_RETENTION_DAYS = 1
 ENV_CHART_REFRESH_MINUTES = "GH_PIPELINE_CHART_REFRESH_MINUTES"
 # A poll run redraws the charts (and records the filtered and metric tables' materialisations)
 # only when the last ones are this old: a redraw costs ~200 kB of Dagster storage, a poll run in
@@ -93,6 +99,20 @@ def raw_retention_days(value: str | None = None) -> int | None:
         default=DEFAULT_RAW_RETENTION_DAYS,
         unit="days",
         zero="keeps raw JSON forever",
+    )
+    return days or None
+
+
+def untracked_retention_days(value: str | None = None) -> int | None:
+    """Days the rows of untracked live events stay in raw_events before they are rolled up into
+    hourly counts and deleted ($GH_PIPELINE_UNTRACKED_RETENTION_DAYS, default 1); None when set to
+    0, which keeps them forever."""
+    days = _whole_number(
+        ENV_UNTRACKED_RETENTION_DAYS,
+        value,
+        default=DEFAULT_UNTRACKED_RETENTION_DAYS,
+        unit="days",
+        zero="keeps untracked events forever",
     )
     return days or None
 

@@ -12,11 +12,19 @@ from typing import Any
 # The layout: <landing root>/<source>/<YYYY-MM-DD>/<poll id>.ndjson.gz. The helpers below are the
 # only code that builds or reads it (recovery replays it, retention prunes it).
 LANDING_SUFFIX = ".ndjson.gz"
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+# Characters of a poll id that become '_' in its file name (retention matches rows to their files
+# with the same pattern in SQL).
+UNSAFE_NAME_CHARS = r"[^A-Za-z0-9_.-]"
+_SAFE = re.compile(UNSAFE_NAME_CHARS)
+
+
+def file_stem(poll_id: str) -> str:
+    """The name (without suffix) a poll's landing file gets."""
+    return _SAFE.sub("_", poll_id)
 
 
 def landing_path(root: Path, *, source: str, poll_id: str, at: datetime) -> Path:
-    return root / source / at.strftime("%Y-%m-%d") / f"{_SAFE.sub('_', poll_id)}{LANDING_SUFFIX}"
+    return root / source / at.strftime("%Y-%m-%d") / f"{file_stem(poll_id)}{LANDING_SUFFIX}"
 
 
 def poll_id_of(path: Path) -> str:

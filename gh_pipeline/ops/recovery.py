@@ -18,11 +18,14 @@ What a rebuild restores:
   GH_PIPELINE_RAW_RETENTION_DAYS days), with their poll_id and source, and their rejected lines;
 - GH Archive hours, downloaded again: those the old warehouse lists when it still opens, plus any
   the caller names (the Dagster job adds the partitions Dagster recorded as materialized);
-- the filtered and metric tables, recomputed from those events.
+- the filtered and metric tables, recomputed from those events;
+- the hourly counts of untracked events retention deleted (untracked_event_counts), copied from
+  the old warehouse when it still opens: they are in no file.
 What it cannot restore: poll_log and poll_gaps (request history, never written to a file), the
 watched repositories' coverage (complete again from each one's next poll), live
 events older than the retention period (their landing files are gone; their typed rows live only
-in the old warehouse), archive hours nobody can name when the old warehouse does not open, and the
+in the old warehouse), the untracked-event counts and archive hours nobody can name when the old
+warehouse does not open, and the
 schema-drift baseline (it starts afresh).
 
 Usage: `uv run python -m gh_pipeline.ops.recovery --dry-run` reports what would be loaded;
@@ -50,7 +53,7 @@ from gh_pipeline.live import landing
 from gh_pipeline.model import metrics
 from gh_pipeline.publish import snapshot
 from gh_pipeline.warehouse import catalogue, raw
-from gh_pipeline.warehouse.connection import connect, row_count
+from gh_pipeline.warehouse.connection import connect, row_count, transaction
 
 REBUILD_SUFFIX = ".rebuild"
 BACKUP_INFIX = ".before-rebuild-"
@@ -388,6 +391,30 @@ def _load_archive_hour(
         download.path.unlink(missing_ok=True)
 
 
+def carry_untracked_counts(conn: duckdb.DuckDBPyConnection, old: Path) -> int:
+    """Copy the counts of untracked events retention deleted from the old warehouse (in no file,
+    so nothing else can restore them); returns the rows copied. A warehouse from before the
+    rollup has none."""
+    table = catalogue.UNTRACKED_EVENT_COUNTS
+    conn.execute("ATTACH $p AS previous (READ_ONLY)", {"p": str(old)})
+    try:
+        found = conn.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'previous'"
+            " AND table_name = $t",
+            {"t": table},
+        ).fetchall()[0][0]
+        if not found:
+            return 0
+        with transaction(conn):
+            copied = conn.execute(
+                f"INSERT INTO {table} (hour, event_type, source, events)"
+                f" SELECT hour, event_type, source, events FROM previous.{table}"
+            ).fetchall()[0][0]
+        return int(copied)
+    finally:
+        conn.execute("DETACH previous")
+
+
 def build_warehouse(
     plan: RebuildPlan,
     target: Path,
@@ -409,6 +436,8 @@ def build_warehouse(
                 _load_archive_hour(conn, item, plan, client)
             if on_item is not None:
                 on_item(i, item)
+        if plan.warehouse_state == "opens":
+            carry_untracked_counts(conn, plan.warehouse)
         metrics.rebuild_all(conn, as_of=as_of or datetime.now(UTC))
         rows = {t: row_count(conn, t) for t in PUBLISHED_TABLES}
         raw_rows = row_count(conn, catalogue.RAW_EVENTS)

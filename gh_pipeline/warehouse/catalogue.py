@@ -60,6 +60,8 @@ WATCHED_REPO_GAPS = "watched_repo_gaps"
 WATCHED_REPO_EVENTS = "watched_repo_events"
 # Which GH Archive hours were read for each watched repository, and what they held.
 WATCHED_REPO_ARCHIVE_HOURS = "watched_repo_archive_hours"
+# Per hour and type, the untracked live events retention deleted from raw_events.
+UNTRACKED_EVENT_COUNTS = "untracked_event_counts"
 SCHEMA_PROFILE = "schema_profile"
 SCHEMA_PROFILE_TYPES = "schema_profile_types"
 SCHEMA_PROFILE_WATERMARK = "schema_profile_watermark"
@@ -125,6 +127,11 @@ TABLES: tuple[Table, ...] = (
     Table(REPO_PR_COUNTS, MODEL, "pull-request events per repository", published=True, asset=True),
     Table(PR_OPENED_TIMES, MODEL, "per repository, the sorted times its PRs were opened"),
     Table(EVENT_MINUTE_COUNTS, MODEL, "tracked events per type and minute"),
+    Table(
+        UNTRACKED_EVENT_COUNTS,
+        OPS,
+        "per hour (created_at), type and source: untracked live events deleted by retention",
+    ),
     Table(SCHEMA_PROFILE, OPS, "payload key shares per source and event type (drift baseline)"),
     Table(SCHEMA_PROFILE_TYPES, OPS, "events each drift baseline stands for"),
     Table(SCHEMA_PROFILE_WATERMARK, OPS, "the raw seq the drift baseline has profiled"),

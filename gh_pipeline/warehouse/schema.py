@@ -9,6 +9,7 @@ import duckdb
 from gh_pipeline.warehouse.catalogue import (
     ARCHIVE_HOURS,
     FILTERED_TABLES,
+    UNTRACKED_EVENT_COUNTS,
     WATCHED_REPO_ARCHIVE_HOURS,
     WATERMARKS,
     FilteredTable,
@@ -150,6 +151,18 @@ CREATE TABLE IF NOT EXISTS {WATCHED_REPO_ARCHIVE_HOURS} (
     PRIMARY KEY (repo_name, hour_start)
 )"""
 
+# What retention deleted of untracked live events (gh_pipeline.ops.retention): per hour of
+# created_at (UTC), type and source, how many. Each deletion adds to its cell in the same
+# transaction, so raw_events plus these counts always account for every event ever stored.
+_UNTRACKED_COUNTS_SQL = f"""
+CREATE TABLE IF NOT EXISTS {UNTRACKED_EVENT_COUNTS} (
+    hour        TIMESTAMPTZ NOT NULL,
+    event_type  VARCHAR NOT NULL,
+    source      VARCHAR NOT NULL,
+    events      BIGINT NOT NULL,
+    PRIMARY KEY (hour, event_type, source)
+)"""
+
 # The schema-drift baseline of gh_pipeline.ops.quality.
 _PROFILE_SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS schema_profile (
@@ -194,11 +207,12 @@ def filtered_ddl(table: FilteredTable, *, if_not_exists: bool = True) -> str:
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create whatever permanent table is missing: raw_events and its bookkeeping, the
-    watermarks, the archive hours, the filtered tables and the drift baseline. Idempotent and
-    cheap."""
+    watermarks, the archive hours, the filtered tables, the drift baseline and the untracked
+    event counts. Idempotent and cheap."""
     conn.execute(RAW_SCHEMA_SQL)
     conn.execute(_WATERMARKS_SQL)
     conn.execute(_ARCHIVE_HOURS_SQL)
     for table in FILTERED_TABLES.values():
         conn.execute(filtered_ddl(table))
     conn.execute(_PROFILE_SCHEMA_SQL)
+    conn.execute(_UNTRACKED_COUNTS_SQL)

@@ -8,11 +8,15 @@ Builds a synthetic feed from the real recorded events in gh_pipeline_tests/fixtu
 cut into landing files of 300 events (one full poll each), in two shapes: `trimmed` (PullRequest
 and Push payloads as GitHub serves them since 2025-10-07) and `full` (the shapes as recorded).
 Each file goes through the real path: landing file → raw.load_ndjson → filtered tables. Then
-retention.apply_retention prunes everything as if 31 days had passed.
+retention.apply_retention prunes the raw JSON as if 31 days had passed, and then rolls up and
+deletes the untracked events (GH_PIPELINE_UNTRACKED_RETENTION_DAYS).
 
 It reports, per million events: landing files; the warehouse file and the bytes DuckDB reports
 in use; the same after retention; and a compacted copy (COPY FROM DATABASE) of both, which is
-what the data needs with no free blocks. Figures go to stdout and <data_dir>/benchmarks/disk_cost.json.
+what the data needs with no free blocks. Then, per event, what stays in the compacted warehouse
+after raw retention for a tracked event (its typed row and its filtered-table row) and an
+untracked one (its typed row, until the rollup deletes it), less the empty schema: the figures
+the soak's 30-day projection uses. Figures go to stdout and <data_dir>/benchmarks/disk_cost.json.
 """
 
 import argparse
@@ -121,16 +125,28 @@ def measure(n_events: int, shape: str, work: Path) -> dict[str, Any]:
         "used": _used_bytes(conn),
         "compacted": _compacted(conn, work, "loaded"),
     }
-    report = retention.apply_retention(
-        conn, work, now=datetime.now(UTC) + timedelta(days=31), days=30
-    )
+    later = datetime.now(UTC) + timedelta(days=31)
+    report = retention.apply_retention(conn, work, now=later, days=30, untracked_days=None)
     assert report.rows_pruned == n_events, report
     pruned = {
         "file": retention.disk_usage(work)["warehouse_bytes"],
         "used": _used_bytes(conn),
         "compacted": _compacted(conn, work, "pruned"),
     }
+    tracked = int(
+        warehouse.scalar(
+            conn,
+            "SELECT count(*) FROM raw_events WHERE list_contains($t, event_type)",
+            {"t": list(catalogue.TRACKED_EVENT_TYPES)},
+        )
+    )
+    rolled = retention.apply_retention(conn, work, now=later, days=30, untracked_days=30)
+    assert rolled.untracked_deleted == n_events - tracked, rolled
+    rolled_up = _compacted(conn, work, "rolled_up")
     conn.close()
+    empty_conn = warehouse.connect(work / "empty_schema.duckdb")
+    empty = _compacted(empty_conn, work, "empty")
+    empty_conn.close()
     seconds = time.perf_counter() - t0
     per_m = 1_000_000 / n_events
     result = {
@@ -145,7 +161,17 @@ def measure(n_events: int, shape: str, work: Path) -> dict[str, Any]:
             "after_retention_file": round(pruned["file"] * per_m / 1e6, 1),
             "after_retention_in_use": round(pruned["used"] * per_m / 1e6, 1),
             "after_retention_compacted": round(pruned["compacted"] * per_m / 1e6, 1),
+            "after_untracked_rollup_compacted": round(rolled_up * per_m / 1e6, 1),
         },
+        "tracked_share": round(tracked / n_events, 3),
+        "rolled_up_count_rows": rolled.untracked_hours,
+        # What an event keeps costing after raw retention, compacted, less the empty schema.
+        "bytes_per_event_after_retention": {
+            "tracked": round((rolled_up - empty) / max(1, tracked), 1),
+            "untracked": round((pruned["compacted"] - rolled_up) / max(1, n_events - tracked), 1),
+            "all": round((pruned["compacted"] - empty) / n_events, 1),
+        },
+        "empty_schema_bytes": empty,
         "seconds": round(seconds, 1),
     }
     shutil.rmtree(work, ignore_errors=True)
@@ -162,13 +188,23 @@ def main(argv: list[str] | None = None) -> int:
     results = [measure(args.events, s, out_dir / f"disk_cost_{s}") for s in shapes]
     print(f"disk cost per million events (MB), measured on {args.events} events per shape")
     rows = list(results[0]["per_million_events_mb"])
-    print(f"{'':28}" + "".join(f"{r['shape']:>12}" for r in results))
+    print(f"{'':34}" + "".join(f"{r['shape']:>12}" for r in results))
     print(
-        f"{'avg event JSON (bytes)':28}"
+        f"{'avg event JSON (bytes)':34}"
         + "".join(f"{r['avg_event_json_bytes']:>12}" for r in results)
     )
     for row in rows:
-        print(f"{row:28}" + "".join(f"{r['per_million_events_mb'][row]:>12}" for r in results))
+        print(f"{row:34}" + "".join(f"{r['per_million_events_mb'][row]:>12}" for r in results))
+    print(
+        f"{'tracked share of the events':34}"
+        + "".join(f"{r['tracked_share']:>12}" for r in results)
+    )
+    for kind in ("tracked", "untracked", "all"):
+        label = f"bytes/event after retention, {kind}"
+        print(
+            f"{label:34}"
+            + "".join(f"{r['bytes_per_event_after_retention'][kind]:>12}" for r in results)
+        )
     record = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {platform.system()} {platform.release()}",

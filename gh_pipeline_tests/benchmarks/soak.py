@@ -28,8 +28,9 @@ it stops dagster dev and prints:
 - the housekeeping job's effect: `housekeep` with the cutoff at the middle of the soak;
 - the 30-day projection of data/ at one poll a minute with the default retention settings: what
   retention caps (a day of Dagster runs, the ticks dagster.yaml keeps, GH_PIPELINE_RAW_RETENTION_DAYS
-  of raw JSON and landing files) and what grows forever (the typed rows of every event, the
-  tracked-event tables and their reader snapshots), at the soak's events per poll and at the
+  of raw JSON and landing files, GH_PIPELINE_UNTRACKED_RETENTION_DAYS of untracked events' rows)
+  and what grows forever (the typed rows of tracked events, the tracked-event tables and their
+  reader snapshots), at the soak's events per poll and at the
   feed's maximum of 300 (per-event bytes from this soak and from the disk cost benchmark);
 - the UI's runs page and asset page GraphQL queries (p50/p95 of 20 calls each) against
   `dagster-webserver` once `--ui-runs` run records exist (cloned from the soak's real poll runs
@@ -83,13 +84,33 @@ SAMPLE_EVERY_S = 10.0
 REDRAW_EVERY = settings.DEFAULT_CHART_REFRESH_MINUTES
 QUALITY_RUNS_PER_POLL = 1 / 15
 SKIPPED_TICKS_PER_POLL, RUN_TICKS_PER_POLL = 11, 1
-# dagster.yaml's tick retention: skipped ticks 1 day, successful ones 7 (quality schedule every
-# 15 min and housekeeping hourly tick successfully too).
-TICKS_KEPT = DAY_POLLS * (SKIPPED_TICKS_PER_POLL * 1 + RUN_TICKS_PER_POLL * 7) + (96 + 24) * 7
-# The disk cost benchmark's per-event bytes (trimmed shape, 100,000 events from a larger pool of
-# real events than the soak's 255; docs/operations.md#retention): landing gzip, warehouse with
-# raw JSON, warehouse after retention (compacted).
-DISK_COST_PER_EVENT = {"landing": 279, "warehouse_json": 516 - 100, "warehouse_typed": 100}
+# dagster.yaml's tick retention: skipped and successful ticks 1 day (quality schedule every
+# 15 min and housekeeping hourly tick successfully too), each kept as long as the runs it launched.
+TICKS_KEPT = DAY_POLLS * (SKIPPED_TICKS_PER_POLL + RUN_TICKS_PER_POLL) * 1 + (96 + 24) * 1
+# The disk cost benchmark's per-event bytes (`--events 1000000 --shape trimmed`: a million events
+# cycled from a larger pool of real events than the soak's 255; docs/operations.md#retention):
+# landing gzip, warehouse in use with raw JSON less the compacted warehouse after retention, that
+# compacted warehouse, and of it a tracked event's bytes (its typed row and filtered-table row)
+# and an untracked one's (its typed row, until the rollup deletes it). The tracked figure still
+# fell with scale (289, 193, 157 bytes at 0.1, 0.3, 1 M events: fixed block costs spread out).
+DISK_COST_PER_EVENT = {
+    "landing": 279,
+    "warehouse_json": 477 - 82,
+    "warehouse_typed": 81,
+    "warehouse_typed_tracked": 157,
+    "warehouse_typed_untracked": 66,
+}
+# Share of the live feed's events of a tracked type: 33 of the 155 distinct events of the recorded
+# GET /events session (gh_pipeline_tests/fixtures/api/events-2019-10-21-page*.json); the GH Archive
+# samples there give 305 of 1,850 (16.5 %).
+TRACKED_SHARE = 33 / 155
+# Retention runs hourly (minute 17): raw JSON goes by ingested_at, so at most an hour past its
+# window; landing files go by the hour they were written, so up to 1 h 17 min past it. Untracked
+# rows also wait out retention.REPEAT_SPAN past the oldest landing file left: up to 2 h 17 min
+# past the longer of their window and the raw one.
+RAW_JSON_EXTRA_DAYS = 1 / 24
+LANDING_EXTRA_DAYS = (1 + 17 / 60) / 24
+UNTRACKED_EXTRA_DAYS = (2 + 17 / 60) / 24
 RETENTION_CHOICES = (1, 2, 3, 7, 30)
 
 
@@ -440,23 +461,39 @@ def _warehouse_per_event(data: Path, events: int) -> dict[str, float]:
 
 
 def _projection(
-    per_event: dict[str, float], dagster_30d: int, events_per_poll: float, raw_days: int
+    per_event: dict[str, float],
+    dagster_30d: int,
+    events_per_poll: float,
+    raw_days: int,
+    untracked_days: int | None = settings.DEFAULT_UNTRACKED_RETENTION_DAYS,
 ) -> dict[str, Any]:
     day = events_per_poll * DAY_POLLS
-    # The raw_retention job runs once a day and deletes landing files by whole days: just before
-    # it runs, a day more than the setting is kept.
-    kept = raw_days + 1
+    # None (0 in the setting) keeps untracked rows for the whole month; they also stay as long as
+    # raw retention keeps their landing files.
+    untracked_kept = (
+        30 if untracked_days is None else max(untracked_days, raw_days) + UNTRACKED_EXTRA_DAYS
+    )
+    tracked_bytes = per_event.get("warehouse_typed_tracked", per_event["warehouse_typed"])
+    untracked_bytes = per_event.get("warehouse_typed_untracked", per_event["warehouse_typed"])
     out = {
         "events_per_poll": round(events_per_poll, 1),
         "raw_retention_days": raw_days,
-        "raw_days_kept_at_peak": kept,
+        "untracked_retention_days": untracked_days,
+        "raw_days_kept_at_peak": round(raw_days + LANDING_EXTRA_DAYS, 2),
+        "untracked_days_kept_at_peak": round(min(30, untracked_kept), 2),
         "dagster_mb": round(dagster_30d / 1e6),
-        # Grows forever: every event's typed row and the tracked-event tables' snapshots.
-        "warehouse_typed_rows_mb": round(per_event["warehouse_typed"] * day * 30 / 1e6),
+        # Grows forever: tracked events' typed rows and their tables' snapshots.
+        "warehouse_tracked_rows_mb": round(tracked_bytes * TRACKED_SHARE * day * 30 / 1e6),
         "snapshots_mb": round(per_event["snapshot"] * day * 30 / 1e6),
-        # Capped by raw retention: raw JSON in the warehouse and the landing files.
-        "warehouse_raw_json_mb": round(per_event["warehouse_json"] * day * kept / 1e6),
-        "landing_mb": round(per_event["landing"] * day * kept / 1e6),
+        # Capped: untracked rows by GH_PIPELINE_UNTRACKED_RETENTION_DAYS (then hourly counts of
+        # a few hundred rows a day), raw JSON and landing files by raw retention.
+        "warehouse_untracked_rows_mb": round(
+            untracked_bytes * (1 - TRACKED_SHARE) * day * min(30, untracked_kept) / 1e6
+        ),
+        "warehouse_raw_json_mb": round(
+            per_event["warehouse_json"] * day * (raw_days + RAW_JSON_EXTRA_DAYS) / 1e6
+        ),
+        "landing_mb": round(per_event["landing"] * day * (raw_days + LANDING_EXTRA_DAYS) / 1e6),
     }
     out["total_mb"] = sum(v for k, v in out.items() if k.endswith("_mb"))
     return out

@@ -219,7 +219,7 @@ def test_housekeeping_deletes_the_check_executions_of_the_runs_it_deletes(
     data_dir: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Dagster's delete_run leaves a run's rows in asset_check_executions behind; the checks of
-    # every 5-minute quality run would pile up in the asset index forever.
+    # every 15-minute quality run would pile up in the asset index forever.
     with FakeGitHub([trim_event(e) for e in numbered_feed(60, serial=0)], poll_interval=1) as fake:
         monkeypatch.setenv("GITHUB_API_URL", fake.url)
         d = defs()

@@ -142,6 +142,24 @@ def test_rebuild_into_a_fresh_file_equals_the_original_row_for_row(polled, tmp_p
         assert warehouse.scalar(conn, "SELECT count(*) FROM poll_log") == 0
 
 
+def test_rebuild_keeps_the_counts_of_rolled_up_untracked_events(polled, tmp_path):
+    """Those counts are in no landing file: the rebuild takes them from the old warehouse."""
+    data_dir = polled["data_dir"]
+    counts = [
+        (datetime(2019, 10, 20, 7, tzinfo=UTC), "PushEvent", "api", 412),
+        (datetime(2019, 10, 20, 8, tzinfo=UTC), "CreateEvent", "api", 37),
+    ]
+    with duckdb.connect(str(settings.warehouse_path(data_dir))) as conn:
+        conn.executemany("INSERT INTO untracked_event_counts VALUES (?, ?, ?, ?)", counts)
+    target = tmp_path / "rebuilt.duckdb"
+    recovery.rebuild(data_dir, target=target, as_of=AS_OF)
+    with duckdb.connect(str(target), read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT hour, event_type, source, events FROM untracked_event_counts ORDER BY hour"
+        ).fetchall()
+    assert [(h.astimezone(UTC), t, s, n) for h, t, s, n in rows] == counts
+
+
 def test_rebuild_replaces_a_corrupted_warehouse_and_keeps_the_old_file(polled, tmp_path):
     data_dir = polled["data_dir"]
     live = settings.warehouse_path(data_dir)

@@ -7,9 +7,12 @@ from gh_pipeline.archive import hours
 from gh_pipeline.defs.warehouse.keys import GHARCHIVE_HOURLY, RAW_EVENTS
 from gh_pipeline.defs.warehouse.resources import WAREHOUSE_POOL, PipelineStorage, Warehouse
 from gh_pipeline.ops import recovery, retention
+from gh_pipeline.warehouse import catalogue, row_count
 
 RETENTION_JOB_NAME = "raw_retention"
-RETENTION_SCHEDULE_NAME = "raw_retention_daily"
+# Hourly, so landing files and raw JSON exceed their window by at most an hour (daily runs kept up
+# to a day more) and untracked rows are rolled up an hour's worth at a time.
+RETENTION_SCHEDULE_NAME = "raw_retention_hourly"
 REBUILD_JOB_NAME = "rebuild_warehouse"
 
 
@@ -29,11 +32,24 @@ def apply_raw_retention(
     warehouse: Warehouse,
     storage: PipelineStorage,
 ) -> None:
-    """Null raw JSON and delete landing files older than GH_PIPELINE_RAW_RETENTION_DAYS."""
+    """Prune raw JSON and landing files, roll up and delete old untracked live events."""
+    # Both read before anything is touched: a bad value fails the run with nothing pruned.
     days = settings.raw_retention_days()
+    untracked_days = settings.untracked_retention_days()
+    watch = settings.watched_repos()
+    for error in watch.errors:
+        context.log.warning(error)
     before = retention.disk_usage(storage.root)
     with warehouse.connect() as conn:
-        report = retention.apply_retention(conn, storage.root, days=days, dry_run=config.dry_run)
+        report = retention.apply_retention(
+            conn,
+            storage.root,
+            days=days,
+            untracked_days=untracked_days,
+            watched=watch.repos,
+            dry_run=config.dry_run,
+        )
+        rows_after = row_count(conn, catalogue.RAW_EVENTS)
     after = retention.disk_usage(storage.root)
     context.log.info(report.summary())
     for kept in report.files_kept_unloaded:
@@ -50,6 +66,17 @@ def apply_raw_retention(
                 "landing_files_deleted": report.files_deleted,
                 "landing_bytes_deleted": report.bytes_deleted,
                 "landing_files_kept_unloaded": len(report.files_kept_unloaded),
+                "untracked_retention_days": (
+                    untracked_days if untracked_days is not None else "forever"
+                ),
+                "untracked_cutoff": (
+                    report.untracked_cutoff.isoformat() if report.untracked_cutoff else "none"
+                ),
+                "untracked_events_rolled_up": report.untracked_deleted,
+                "untracked_events_deleted": 0 if config.dry_run else report.untracked_deleted,
+                "untracked_count_cells": report.untracked_hours,
+                "untracked_rolled_up_by_type": dict(report.untracked_by_type),
+                "dagster/row_count": rows_after,
                 "warehouse_bytes_before": before["warehouse_bytes"],
                 "warehouse_bytes_after": after["warehouse_bytes"],
                 "landing_bytes_after": after["landing_bytes"],
@@ -95,7 +122,10 @@ def rebuild_warehouse_from_landing(
 @dg.job(
     name=RETENTION_JOB_NAME,
     executor_def=dg.in_process_executor,
-    description="Prune raw JSON payloads and landing files older than the retention period.",
+    description=(
+        "Prune raw JSON payloads and landing files older than the retention period; roll up and"
+        " delete untracked live events older than theirs."
+    ),
 )
 def raw_retention_job() -> None:
     apply_raw_retention()
@@ -116,8 +146,13 @@ def rebuild_warehouse_job() -> None:
 raw_retention_schedule = dg.ScheduleDefinition(
     name=RETENTION_SCHEDULE_NAME,
     job=raw_retention_job,
-    cron_schedule="17 3 * * *",
+    # Minute 17: away from the housekeeping job (minute 41) and the top of the hour.
+    cron_schedule="17 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily raw-JSON retention at 03:17 UTC (GH_PIPELINE_RAW_RETENTION_DAYS, default 1).",
+    description=(
+        "Hourly retention at minute 17: raw JSON and landing files"
+        " (GH_PIPELINE_RAW_RETENTION_DAYS), untracked live events"
+        " (GH_PIPELINE_UNTRACKED_RETENTION_DAYS), both default 1 day."
+    ),
 )
