@@ -35,6 +35,7 @@ from gh_pipeline import settings, warehouse
 from gh_pipeline.live import landing
 from gh_pipeline.model import filtered
 from gh_pipeline.ops import retention
+from gh_pipeline.publish import snapshot
 from gh_pipeline.warehouse import catalogue, raw
 
 FIXTURES = Path(__file__).resolve().parents[2] / "gh_pipeline_tests" / "fixtures"
@@ -140,6 +141,12 @@ def measure(n_events: int, shape: str, work: Path) -> dict[str, Any]:
             {"t": list(catalogue.TRACKED_EVENT_TYPES)},
         )
     )
+    # The tracked tables' reader snapshots, published once (one Parquet part a table, as
+    # compaction keeps them): they grow with the tracked events, forever.
+    snap = work / "snapshot"
+    for table in catalogue.FILTERED_TABLES.values():
+        snapshot.publish_table(conn, snap, table.name)
+    snapshot_bytes = sum(f.stat().st_size for f in snap.rglob("*.parquet") if f.is_file())
     rolled = retention.apply_retention(conn, work, now=later, days=30, untracked_days=30)
     assert rolled.untracked_deleted == n_events - tracked, rolled
     rolled_up = _compacted(conn, work, "rolled_up")
@@ -171,6 +178,7 @@ def measure(n_events: int, shape: str, work: Path) -> dict[str, Any]:
             "untracked": round((pruned["compacted"] - rolled_up) / max(1, n_events - tracked), 1),
             "all": round((pruned["compacted"] - empty) / n_events, 1),
         },
+        "snapshot_bytes_per_tracked_event": round(snapshot_bytes / max(1, tracked), 1),
         "empty_schema_bytes": empty,
         "seconds": round(seconds, 1),
     }
@@ -198,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{'tracked share of the events':34}"
         + "".join(f"{r['tracked_share']:>12}" for r in results)
+    )
+    print(
+        f"{'snapshot bytes/tracked event':34}"
+        + "".join(f"{r['snapshot_bytes_per_tracked_event']:>12}" for r in results)
     )
     for kind in ("tracked", "untracked", "all"):
         label = f"bytes/event after retention, {kind}"
