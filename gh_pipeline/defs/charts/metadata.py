@@ -65,35 +65,33 @@ def last_chart_drawn_at(instance: dg.DagsterInstance, key: dg.AssetKey) -> float
     return float(value.value) if value is not None else None
 
 
-def chart_due(context: dg.AssetExecutionContext, key: dg.AssetKey, *, now: float) -> bool:
-    """Whether this run draws `key`'s chart. A poll run draws it only when the last one is
-    $GH_PIPELINE_CHART_REFRESH_MINUTES old: each chart is 10-40 kB in Dagster's event log (twice
-    on SQLite), as much as all of a poll run's other events. Every other run (a materialisation from the UI, an archive
-    hour, a rebuild) draws it."""
-    if POLL_TAG not in context.run.tags:
+def _due(context: dg.AssetExecutionContext, last: float | None, *, now: float) -> bool:
+    """The one cadence of charts and downstream materialisations: a poll run records again
+    once the last recording (`last`, None: never) is $GH_PIPELINE_CHART_REFRESH_MINUTES old;
+    every other run (a materialisation from the UI, an archive hour, a rebuild) always."""
+    if POLL_TAG not in context.run.tags or last is None:
         return True
     minutes = settings.chart_refresh_minutes()
-    if minutes == 0:
-        return True
-    drawn = last_chart_drawn_at(context.instance, key)
-    return drawn is None or now - drawn >= minutes * 60
+    return minutes == 0 or now - last >= minutes * 60
+
+
+def chart_due(context: dg.AssetExecutionContext, key: dg.AssetKey, *, now: float) -> bool:
+    """Whether this run draws `key`'s chart: each chart is 10-40 kB in Dagster's event log
+    (twice on SQLite), as much as all of a poll run's other events (see _due)."""
+    return _due(context, last_chart_drawn_at(context.instance, key), now=now)
 
 
 def materialization_due(
     context: dg.AssetExecutionContext, key: dg.AssetKey, *, now: float
 ) -> tuple[bool, int | None]:
     """Whether this run records a materialisation of `key`, a table without a chart refreshed on
-    every poll (the filtered tables): a poll run records one at most every
-    $GH_PIPELINE_CHART_REFRESH_MINUTES, like the metric assets' charts; any other run always.
-    Also returns the row count the latest materialisation recorded (None: none recorded)."""
+    every poll (the filtered tables), on the charts' cadence (_due); also the row count the
+    latest materialisation recorded (None: none recorded)."""
     event = context.instance.get_latest_materialization_event(key)
     materialization = event.asset_materialization if event is not None else None
     previous = materialization.metadata.get("dagster/row_count") if materialization else None
     rows = int(previous.value) if previous is not None else None
-    if POLL_TAG not in context.run.tags or event is None:
-        return True, rows
-    minutes = settings.chart_refresh_minutes()
-    return minutes == 0 or now - event.timestamp >= minutes * 60, rows
+    return _due(context, event.timestamp if event is not None else None, now=now), rows
 
 
 def add_chart(
