@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.events import DagsterEvent, DagsterEventType
 
 from gh_pipeline import settings, warehouse
 from gh_pipeline.defs.live.jobs import POLL_JOB_NAME
@@ -153,3 +154,45 @@ def test_an_unauthenticated_budget_spaces_the_polls(
     assert isinstance(result, dg.SkipReason)
     assert "rate budget: 57 of 60 requests left until" in result.skip_message
     assert "3 request(s) per poll" in result.skip_message
+
+
+def _launched_run(instance: dg.DagsterInstance, cursor: str) -> dg.DagsterRun:
+    """The run Dagster creates for the sensor's last RunRequest (its run key as a tag)."""
+    launched = json.loads(cursor)["last_launch_at"]
+    return instance.add_run(
+        dg.DagsterRun(
+            job_name=POLL_JOB_NAME,
+            status=dg.DagsterRunStatus.STARTING,
+            tags={"dagster/run_key": f"poll-{launched}"},
+        )
+    )
+
+
+def test_a_launch_that_never_started_does_not_hold_the_next_poll_back(
+    instance: dg.DagsterInstance, data_dir: Path
+) -> None:
+    _, cursor = _evaluate(instance, data_dir)
+    run = _launched_run(instance, cursor)
+    result, _ = _evaluate(instance, data_dir, cursor)
+    assert isinstance(result, dg.SkipReason)
+    assert "a poll is already in flight" in result.skip_message
+    # Killed while STARTING (resolved as stale after a crash): no worker, so no request went out.
+    instance.report_run_failed(run, "its worker never started")
+    result, _ = _evaluate(instance, data_dir, cursor)
+    assert isinstance(result, dg.RunRequest)
+
+
+def test_a_launch_that_started_and_died_still_holds_the_next_poll_back(
+    instance: dg.DagsterInstance, data_dir: Path
+) -> None:
+    _, cursor = _evaluate(instance, data_dir)
+    run = _launched_run(instance, cursor)
+    instance.report_dagster_event(
+        DagsterEvent(event_type_value=DagsterEventType.RUN_START.value, job_name=POLL_JOB_NAME),
+        run_id=run.run_id,
+    )
+    instance.report_run_failed(run, "its worker died mid-poll")
+    result, _ = _evaluate(instance, data_dir, cursor)
+    # It may have polled before it died: one interval after its launch still applies.
+    assert isinstance(result, dg.SkipReason)
+    assert "a poll was launched at" in result.skip_message

@@ -30,6 +30,27 @@ def _in_flight(instance: dg.DagsterInstance) -> str | None:
     return f"run {run.run_id} is {run.status.value.lower()}"
 
 
+def _run_key(launched_at: str) -> str:
+    return f"poll-{launched_at}"
+
+
+def _never_started(instance: dg.DagsterInstance, launched_at: str) -> bool:
+    """Whether the poll run launched at `launched_at` ended without ever starting (killed while
+    queued or starting, or its launch failed): it sent no request to GitHub."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=POLL_JOB_NAME, tags={"dagster/run_key": _run_key(launched_at)}
+        ),
+        limit=1,
+    )
+    if not runs or runs[0].status not in (
+        dg.DagsterRunStatus.FAILURE,
+        dg.DagsterRunStatus.CANCELED,
+    ):
+        return False
+    return instance.get_run_stats(runs[0].run_id).start_time is None
+
+
 @dg.sensor(
     name=POLL_SENSOR_NAME,
     job=poll_job,
@@ -50,6 +71,15 @@ def github_events_sensor(
     now = datetime.now(UTC)
     cursor = json.loads(context.cursor) if context.cursor else {}
     last_launch = cursor.get("last_launch_at")
+    # The wait after a launch covers a run that polled and died before saving its state. A run
+    # that never started cannot have polled (after a crash while STARTING it would otherwise
+    # hold the next poll back a whole interval, 60 s before GitHub has named one).
+    if last_launch and _never_started(context.instance, last_launch):
+        context.log.info(
+            f"the poll run launched at {last_launch} never started, so it sent no request: "
+            "not waiting an interval after it"
+        )
+        last_launch = None
     in_flight = _in_flight(context.instance)
     watch = settings.watched_repos()
     if watch.repos or watch.errors:
@@ -72,7 +102,7 @@ def github_events_sensor(
         return dg.SkipReason(decision.reason)
     context.update_cursor(json.dumps({"last_launch_at": now.isoformat()}))
     return dg.RunRequest(
-        run_key=f"poll-{now.isoformat()}",
+        run_key=_run_key(now.isoformat()),
         tags={"dagster/max_runtime": str(POLL_RUN_MAX_RUNTIME_S)},
     )
 
@@ -122,6 +152,6 @@ def _watched_round(
     for note in notes:
         context.log.warning(note)
     return dg.RunRequest(
-        run_key=f"poll-{now.isoformat()}",
+        run_key=_run_key(now.isoformat()),
         tags={"dagster/max_runtime": str(POLL_RUN_MAX_RUNTIME_S)},
     )
