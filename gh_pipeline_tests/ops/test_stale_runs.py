@@ -1,9 +1,12 @@
 """Runs whose process died are resolved by the poll sensor's next tick: real runs in a real
 persistent instance, real (dead and live) processes."""
 
+import json
 import os
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.events import EngineEventData
+from dagster._core.storage.tags import GRPC_INFO_TAG
 
 from gh_pipeline.defs.live.jobs import POLL_JOB_NAME
 from gh_pipeline.defs.live.sensors import github_events_sensor
@@ -96,3 +100,51 @@ def test_only_runs_without_a_live_worker_are_resolved(instance: dg.DagsterInstan
     assert [r.run_id for r in after_restart] == [starting]
     assert "no run worker ever reported" in _failure_message(instance, starting)
     assert _status(instance, live) == dg.DagsterRunStatus.STARTED
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    # A unix socket path must stay under ~100 bytes; pytest's tmp_path can be longer.
+    with tempfile.TemporaryDirectory(prefix="gs-") as name:
+        yield Path(name)
+
+
+def _launched_by(instance: dg.DagsterInstance, grpc_info: dict[str, object]) -> str:
+    run = dg.DagsterRun(
+        job_name=POLL_JOB_NAME,
+        status=dg.DagsterRunStatus.STARTING,
+        tags={GRPC_INFO_TAG: json.dumps(grpc_info)},
+    )
+    return instance.add_run(run).run_id
+
+
+def test_a_starting_run_whose_code_server_is_gone_is_resolved_at_once(
+    instance: dg.DagsterInstance, short_dir: Path
+) -> None:
+    """After a crash the code server that launched a STARTING run is gone (its socket refuses):
+    no 20 s grace. While it still answers (a reload), the grace applies."""
+    dead_socket = short_dir / "dead.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(dead_socket))  # the file stays behind, like a killed server's
+    live_socket = short_dir / "live.sock"
+    live = socket.socket(socket.AF_UNIX)
+    live.bind(str(live_socket))
+    live.listen()
+    with socket.socket() as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        dead_port = tcp.getsockname()[1]
+    try:
+        crashed = _launched_by(instance, {"host": "localhost", "socket": str(dead_socket)})
+        crashed_tcp = _launched_by(instance, {"host": "127.0.0.1", "port": dead_port})
+        reloaded = _launched_by(instance, {"host": "localhost", "socket": str(live_socket)})
+        untagged = _run(instance, dg.DagsterRunStatus.STARTING, None)
+        now = time.time()
+        resolved = resolve_stale_runs(instance, now=now + 3, started_at=now + 1)
+        assert sorted(r.run_id for r in resolved) == sorted([crashed, crashed_tcp])
+        assert "by a code server that is gone" in _failure_message(instance, crashed)
+        assert _status(instance, reloaded) == dg.DagsterRunStatus.STARTING
+        assert _status(instance, untagged) == dg.DagsterRunStatus.STARTING
+        later = resolve_stale_runs(instance, now=now + 30, started_at=now + 1)
+        assert sorted(r.run_id for r in later) == sorted([reloaded, untagged])
+    finally:
+        live.close()

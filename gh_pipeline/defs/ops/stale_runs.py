@@ -8,17 +8,23 @@ cannot finish: it is marked failed with a message saying why, and its pool slots
 the warehouse pool and the one-poll-at-a-time limit let the next run through. QUEUED runs have
 no process by design: the queue launches them once the stale runs are resolved."""
 
+import json
 import os
+import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 from dagster._core.launcher import DefaultRunLauncher
+from dagster._core.storage.tags import GRPC_INFO_TAG
 
-# A worker posts its pid a few seconds after launch; a run launched before this process started
-# and still silent this long after its launch has no worker.
+# A worker posts its pid a few seconds after launch (once it has imported the code); a run
+# launched before this process started and still silent this long after its launch has no worker.
+# Only needed while the code server that launched it still answers (a reload, not a crash).
 STARTING_GRACE_S = 20.0
+_CONNECT_TIMEOUT_S = 0.5
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -54,6 +60,35 @@ def process_start_time(pid: int) -> float | None:
 
 
 _THIS_PROCESS_STARTED_AT = process_start_time(os.getpid()) or time.time()
+
+
+def launcher_gone(tags: Mapping[str, str]) -> bool:
+    """Whether the code server that launched a run (Dagster's grpc_info tag: a unix socket or
+    a host and port) refuses connections: its run workers were its children, and a crash that
+    took it took them. Unknown or answering: False."""
+    try:
+        info = json.loads(tags[GRPC_INFO_TAG])
+    except (KeyError, ValueError):
+        return False
+    if not isinstance(info, dict):
+        return False
+    if info.get("socket"):
+        address: str | tuple[str, int] = str(info["socket"])
+        family = socket.AF_UNIX
+    elif info.get("port"):
+        address = (str(info.get("host") or "localhost"), int(info["port"]))
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    else:
+        return False
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(_CONNECT_TIMEOUT_S)
+        try:
+            sock.connect(address)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return True
+        except OSError:
+            return False  # a timeout or an unreachable host says nothing for sure
+    return False
 
 
 @dataclass(frozen=True)
@@ -94,11 +129,19 @@ def _why_stale(
     stats = instance.get_run_stats(run.run_id)
     if stats.launch_time:
         launched = stats.launch_time
-    if launched >= started_at or now - launched < STARTING_GRACE_S:
+    if launched >= started_at:
+        return None
+    at = time.strftime("%H:%M:%S", time.gmtime(launched))
+    if launcher_gone(run.tags):
+        return (
+            f"it was launched at {at} UTC, before dagster dev last started, by a code server "
+            "that is gone, and no run worker ever reported for it"
+        )
+    if now - launched < STARTING_GRACE_S:
         return None
     return (
-        f"it was launched at {time.strftime('%H:%M:%S', time.gmtime(launched))} UTC, before "
-        "dagster dev last started, and no run worker ever reported for it"
+        f"it was launched at {at} UTC, before dagster dev last started, and no run worker ever "
+        "reported for it"
     )
 
 
