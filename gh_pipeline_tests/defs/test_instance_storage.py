@@ -2,6 +2,8 @@
 and Dagster reads and writes events through it as through its own SQLite storage, on real
 instances in both directions (shards made before it, and Dagster's storage reading its shards)."""
 
+import contextlib
+import gc
 import sqlite3
 from pathlib import Path
 
@@ -144,3 +146,23 @@ def test_a_new_run_shard_holds_only_the_run_tables_and_is_current_for_dagster(
             r.event_log_entry.dagster_event_type for r in instance.get_records_for_run(full).records
         ]
         assert dg.DagsterEventType.ASSET_MATERIALIZATION in kinds
+
+
+def _exit_stacks() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, contextlib.ExitStack))
+
+
+def test_building_instances_and_run_shards_keeps_nothing_open(tmp_path: Path) -> None:
+    """The code server builds an instance from dagster.yaml on every sensor tick, and every
+    process opens each new run's shard: alembic's schema check behind both must not leave an
+    ExitStack registered with atexit each time (the daemon's and code server's RSS growth)."""
+    home = _home(tmp_path, "home", ours=True)
+    _materialise(home)  # the first resolution of Dagster's alembic scripts may keep one
+    before = _exit_stacks()
+    for _ in range(10):
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            run = instance.add_run(dg.DagsterRun(job_name=POLL_JOB_NAME))
+            # A new run shard: created, stamped and checked through alembic.
+            instance.report_run_failed(run, "a shard is made")
+    assert _exit_stacks() - before <= 1
