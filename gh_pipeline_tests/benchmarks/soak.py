@@ -4,6 +4,7 @@
     uv run python -m gh_pipeline_tests.benchmarks.soak --polls 60 --ui-runs 2000
     uv run python -m gh_pipeline_tests.benchmarks.soak --ui-only       # UI timing on the last soak
     uv run python -m gh_pipeline_tests.benchmarks.soak --postgres --polls 30 --ui-runs 0
+    uv run python -m gh_pipeline_tests.benchmarks.soak --ui-runs 0 --minutes 40 --heap-probe
 
 Starts `uv run dagster dev` (the repository's dagster.yaml and workspace.yaml, in a fresh working
 directory under <data>/benchmarks/soak) against the fake GitHub feed at a 1 s poll interval, with
@@ -35,6 +36,10 @@ it stops dagster dev and prints:
 - the UI's runs page and asset page GraphQL queries (p50/p95 of 20 calls each) against
   `dagster-webserver` once `--ui-runs` run records exist (cloned from the soak's real poll runs
   through DagsterInstance.add_run; their event logs are not cloned).
+
+With `--heap-probe` the daemon and the code server also trace their Python heap
+(heap_probe/sitecustomize.py, on their PYTHONPATH): per process, RSS and tracemalloc's traced
+bytes by half of the soak and the types whose live objects grew most in the second half.
 
 The figures are also written to <data>/benchmarks/soak.json.
 """
@@ -78,6 +83,7 @@ from gh_pipeline_tests.support.postgres_server import PgDatabase, postgres_serve
 
 DAY_POLLS = 1440  # one poll a minute
 SAMPLE_EVERY_S = 10.0
+HEAP_PROBE = Path(__file__).resolve().parent / "heap_probe"  # its sitecustomize.py
 # At one poll a minute: one poll run in 10 redraws the charts (every 10 minutes), a
 # data_quality_checks run every 15 minutes, the poll sensor ticks every 5 s (11 skipped ticks and
 # one that launches the run).
@@ -255,8 +261,10 @@ def _group_rss(pgid: int) -> dict[str, int]:
             role = "daemon"
         elif "dagster_webserver" in cmd:
             role = "webserver"
-        elif "api grpc" in cmd or "code-server" in cmd:
-            role = "code_server"
+        elif "api grpc" in cmd:
+            role = "code_server"  # loads the definitions, evaluates the sensor, starts run workers
+        elif "code-server" in cmd:
+            role = "code_server_proxy"  # `dagster code-server start`: restarts the one above
         elif "dagster dev" in cmd or " dev " in cmd:
             role = "dagster_dev"
         else:
@@ -539,6 +547,12 @@ def main() -> None:
         "--data-dir", default=None, help="where benchmark output goes (default ./data)"
     )
     parser.add_argument(
+        "--heap-probe",
+        action="store_true",
+        help="trace the daemon's and code server's Python heap (tracemalloc and live objects by "
+        "type, every 60 s) to tell a Python-level leak from RSS growth below Python",
+    )
+    parser.add_argument(
         "--ui-only",
         action="store_true",
         help="only the UI timing, on the history a previous soak left in <data>/benchmarks/soak",
@@ -564,6 +578,20 @@ def main() -> None:
     samples_file = out_dir / f"soak{suffix}-samples.jsonl"
     samples_file.unlink(missing_ok=True)
 
+    heap_dir = out_dir / f"soak{suffix}-heap"
+    if heap_dir.exists():
+        shutil.rmtree(heap_dir)
+    probe_env: dict[str, str] = {}
+    if args.heap_probe:
+        heap_dir.mkdir(parents=True)
+        probe_env = {
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(HEAP_PROBE), os.environ.get("PYTHONPATH", "")) if p
+            ),
+            "SOAK_HEAP_DIR": str(heap_dir),
+            "SOAK_HEAP_EVERY_S": "60",
+        }
+
     feed = [trim_event(e) for e in numbered_feed(150, serial=0)]
     stop = threading.Event()
     samples: list[dict[str, Any]] = []
@@ -582,7 +610,7 @@ def main() -> None:
 
         pusher = threading.Thread(target=arrive, daemon=True)
         pusher.start()
-        env = base_env(GITHUB_API_URL=fake.url, **store.env())
+        env = base_env(GITHUB_API_URL=fake.url, **store.env(), **probe_env)
         port = free_port()
         cmd = [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(port)]
         started = time.monotonic()
@@ -627,12 +655,51 @@ def main() -> None:
         stop.set()
         served = len(fake.requests)
         result = _analyse(store, data, samples, served, ui_up_s, args.polls)
+        if args.heap_probe:
+            result["heap"] = _heap_summary(heap_dir)
         os.chdir(cwd)
         _report(result, out_dir, suffix)
     if args.ui_runs and not args.postgres:
         result["ui"] = _ui_timings(work, args.ui_runs, out_dir / "soak-webserver.log")
         os.chdir(cwd)
         _report(result, out_dir, suffix)
+
+
+def _heap_summary(heap_dir: Path) -> dict[str, Any]:
+    """Per probed process: RSS and Python's traced heap, mean of the first and second half of the
+    samples after the first (tracing starts there), and the types whose live count grew most
+    from the middle sample to the last."""
+    out: dict[str, Any] = {}
+    for path in sorted(heap_dir.glob("*.jsonl")):
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()][1:]
+        if len(records) < 4:
+            out[path.stem] = {"samples": len(records), "note": "too few samples"}
+            continue
+        half = len(records) // 2
+
+        def halves(key: str, rows: list[dict[str, Any]] = records, h: int = half) -> list[float]:
+            return [
+                round(statistics.fmean(r[key] for r in rows[:h]) / 1e6, 1),
+                round(statistics.fmean(r[key] for r in rows[h:]) / 1e6, 1),
+            ]
+
+        middle, last = records[half]["types"], records[-1]["types"]
+        grew = sorted(
+            ((last.get(k, 0) - middle.get(k, 0), k) for k in set(middle) | set(last)),
+            reverse=True,
+        )
+        out[path.stem] = {
+            "samples": len(records),
+            "minutes": round((records[-1]["t_s"] - records[0]["t_s"]) / 60, 1),
+            "rss_mb_halves": halves("rss_bytes"),
+            "traced_mb_halves": halves("traced_bytes"),
+            "traced_mb_min_max_second_half": [
+                round(min(r["traced_bytes"] for r in records[half:]) / 1e6, 1),
+                round(max(r["traced_bytes"] for r in records[half:]) / 1e6, 1),
+            ],
+            "types_grown_middle_to_last": {k: n for n, k in grew[:8] if n > 0},
+        }
+    return out
 
 
 def _analyse(
