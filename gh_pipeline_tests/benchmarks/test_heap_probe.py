@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 PROBE = Path(__file__).resolve().parent / "heap_probe"
@@ -12,7 +11,7 @@ PROBE = Path(__file__).resolve().parent / "heap_probe"
 # Grows one list of instances of a class of its own for about 3 s. The trailing "api grpc"
 # arguments make its command line look like the code server's, which is what the probe keys on.
 CHILD = """
-import sys, time
+import time
 class LeakProbeMarker:
     pass
 kept = []
@@ -39,9 +38,7 @@ def _run_child(tmp_path: Path, *args: str) -> list[dict]:
 
 
 def test_probe_records_a_growing_type_and_traced_heap(tmp_path: Path) -> None:
-    started = time.monotonic()
     records = _run_child(tmp_path, "api", "grpc")
-    assert time.monotonic() - started < 60
     assert len(records) >= 4, records
     counts = [r["types"].get("__main__.LeakProbeMarker", 0) for r in records]
     assert counts == sorted(counts) and counts[-1] - counts[0] >= 4000, counts
