@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from gh_pipeline.defs.ops.malloc_arenas import ARENA_MAX_VARIABLE, DEFAULT_ARENA_MAX
 from gh_pipeline_tests.support.dagster_process import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
@@ -72,3 +73,11 @@ def test_compose_and_helm_files_hold_no_password() -> None:
     assert "postgresqlPassword" not in helm["postgresql"]
     assert helm["generatePostgresqlPasswordSecret"] is False
     assert helm["dagster-user-deployments"]["deployments"][0]["replicaCount"] == 1
+
+
+def test_the_image_caps_malloc_arenas_as_dagster_dev_does() -> None:
+    # The image's Postgres storage never imports the module that sets the cap for dagster dev.
+    dockerfile = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(rf"^\s+{ARENA_MAX_VARIABLE}={DEFAULT_ARENA_MAX} \\$", dockerfile, re.MULTILINE)
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"| `{ARENA_MAX_VARIABLE}` | `{DEFAULT_ARENA_MAX}` |" in readme

@@ -73,6 +73,7 @@ from gh_pipeline_tests.support.dagster_process import (
     REPO_ROOT,
     base_env,
     free_port,
+    group_environ,
     kill_group,
     running,
     wait_for,
@@ -553,6 +554,13 @@ def main() -> None:
         "type, every 60 s) to tell a Python-level leak from RSS growth below Python",
     )
     parser.add_argument(
+        "--malloc-arena-max",
+        type=int,
+        default=None,
+        help="MALLOC_ARENA_MAX for dagster dev (default: unset, so the project's cap of 2 applies; "
+        "0 for glibc's own default, to compare)",
+    )
+    parser.add_argument(
         "--ui-only",
         action="store_true",
         help="only the UI timing, on the history a previous soak left in <data>/benchmarks/soak",
@@ -610,15 +618,30 @@ def main() -> None:
 
         pusher = threading.Thread(target=arrive, daemon=True)
         pusher.start()
-        env = base_env(GITHUB_API_URL=fake.url, **store.env(), **probe_env)
+        arena_env = (
+            {}
+            if args.malloc_arena_max is None
+            else {"MALLOC_ARENA_MAX": str(args.malloc_arena_max)}
+        )
+        env = base_env(GITHUB_API_URL=fake.url, **store.env(), **probe_env, **arena_env)
         port = free_port()
         cmd = [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(port)]
         started = time.monotonic()
         with running(cmd, cwd=work, env=env, log=log) as proc:
             wait_for(lambda: _up(f"http://127.0.0.1:{port}"), timeout_s=300, what="the UI")
             ui_up_s = time.monotonic() - started
+            # What the processes really run with, read from /proc: the daemon's MALLOC_ARENA_MAX.
+            arena_max_seen = next(
+                (
+                    environ.get("MALLOC_ARENA_MAX", "unset")
+                    for cmd, environ in group_environ(proc.pid).items()
+                    if "dagster._daemon" in cmd
+                ),
+                "no daemon found",
+            )
             print(
-                f"UI up after {ui_up_s:.0f} s ({store.name}); polling until {args.polls} poll "
+                f"UI up after {ui_up_s:.0f} s ({store.name}, daemon MALLOC_ARENA_MAX="
+                f"{arena_max_seen}); polling until {args.polls} poll "
                 "runs succeed",
                 flush=True,
             )
@@ -655,6 +678,7 @@ def main() -> None:
         stop.set()
         served = len(fake.requests)
         result = _analyse(store, data, samples, served, ui_up_s, args.polls)
+        result["malloc_arena_max"] = arena_max_seen
         if args.heap_probe:
             result["heap"] = _heap_summary(heap_dir)
         os.chdir(cwd)

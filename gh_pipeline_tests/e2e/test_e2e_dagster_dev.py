@@ -15,6 +15,7 @@ from gh_pipeline_tests.support.dagster_process import (
     BIN,
     base_env,
     free_port,
+    group_environ,
     running,
     wait_for,
 )
@@ -64,13 +65,29 @@ def test_dagster_dev_polls_unattended_and_survives_restart(
         env = base_env(GITHUB_API_URL=fake.url, **storage.env(work))
         args = [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(port)]
         log = tmp_path / "dagster-dev.log"
-        with running(args, cwd=work, env=env, log=log):
+        with running(args, cwd=work, env=env, log=log) as dev:
             wait_for(
                 lambda: _successes(storage, work) >= 1,
                 timeout_s=240,
                 what="the first poll run",
                 describe=lambda: _progress(storage, work, log),
             )
+            if storage.name == "sqlite":
+                # dagster.yaml's storage caps malloc arenas in dagster dev, which passes the cap
+                # to every process it starts (deploy/Dockerfile sets it for the Postgres image).
+                arenas = {
+                    role: [
+                        environ.get("MALLOC_ARENA_MAX")
+                        for cmd, environ in group_environ(dev.pid).items()
+                        if marker in cmd
+                    ]
+                    for role, marker in (
+                        ("daemon", "dagster._daemon"),
+                        ("webserver", "dagster_webserver"),
+                        ("code server", "api grpc"),
+                    )
+                }
+                assert arenas == {"daemon": ["2"], "webserver": ["2"], "code server": ["2"]}
             fake.push(later)
             wait_for(
                 lambda: _successes(storage, work) >= 2,

@@ -72,7 +72,32 @@ def base_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DAGSTER_", "GH_PIPELINE_", "GITHUB_"))
+        # MALLOC_ARENA_MAX too: the project sets it, and a test must see that, not the caller's.
+        if not k.startswith(("DAGSTER_", "GH_PIPELINE_", "GITHUB_", "MALLOC_"))
     }
     env.update(extra)
     return env
+
+
+def group_environ(pgid: int) -> dict[str, dict[str, str]]:
+    """Each live process of a process group: its command line -> its environment (from /proc)."""
+    out: dict[str, dict[str, str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text(encoding="ascii").rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            cmd = (
+                (stat.parent / "cmdline")
+                .read_bytes()
+                .replace(b"\0", b" ")
+                .decode("utf-8", "replace")
+            )
+            raw = (stat.parent / "environ").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+        out[cmd.strip()] = dict(
+            item.decode("utf-8", "replace").split("=", 1)
+            for item in raw.split(b"\0")
+            if b"=" in item
+        )
+    return out

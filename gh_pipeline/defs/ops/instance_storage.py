@@ -15,7 +15,8 @@ executions, concurrency slots, ...) that only the index shard fills: ~8 kB inste
 run. Its alembic stamp is the same as a full shard's, so Dagster treats it as current.
 
 It also stops a slow leak that every process using this storage would otherwise have (see
-`resolve_alembic_resources_once`).
+`resolve_alembic_resources_once`), and caps glibc's malloc arenas in those processes and the ones
+they start (`malloc_arenas`).
 """
 
 import contextlib
@@ -37,6 +38,11 @@ from dagster._core.storage.sql import (
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
 from sqlalchemy.engine import Engine
+
+from gh_pipeline.defs.ops.malloc_arenas import cap_malloc_arenas
+
+# First thing on import: every arena a thread creates before the cap stays for the process's life.
+cap_malloc_arenas()
 
 _resolved_resources: dict[str, Path] = {}
 _resolve_lock = threading.Lock()
