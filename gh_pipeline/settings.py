@@ -271,3 +271,19 @@ def archive_scope(value: str | None = None, repos: str | None = None) -> Archive
             f" {ENV_ARCHIVE_SCOPE}=all"
         )
     return ArchiveScope(name, watch.repos)
+
+
+ENV_MALLOC_ARENA_MAX = "MALLOC_ARENA_MAX"
+DEFAULT_MALLOC_ARENA_MAX = 2
+
+
+def malloc_arena_max(value: str | None = None) -> int:
+    """glibc malloc arenas per Dagster process ($MALLOC_ARENA_MAX, default 2); 0 keeps glibc's
+    own default (8 per core)."""
+    return _whole_number(
+        ENV_MALLOC_ARENA_MAX,
+        value,
+        default=DEFAULT_MALLOC_ARENA_MAX,
+        unit="malloc arenas per process",
+        zero="keeps glibc's default",
+    )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from gh_pipeline.defs.ops.malloc_arenas import ARENA_MAX_VARIABLE, DEFAULT_ARENA_MAX
+from gh_pipeline.settings import DEFAULT_MALLOC_ARENA_MAX, ENV_MALLOC_ARENA_MAX
 from gh_pipeline_tests.support.dagster_process import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
@@ -78,6 +78,8 @@ def test_compose_and_helm_files_hold_no_password() -> None:
 def test_the_image_caps_malloc_arenas_as_dagster_dev_does() -> None:
     # The image's Postgres storage never imports the module that sets the cap for dagster dev.
     dockerfile = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
-    assert re.search(rf"^\s+{ARENA_MAX_VARIABLE}={DEFAULT_ARENA_MAX} \\$", dockerfile, re.MULTILINE)
+    assert re.search(
+        rf"^\s+{ENV_MALLOC_ARENA_MAX}={DEFAULT_MALLOC_ARENA_MAX} \\$", dockerfile, re.MULTILINE
+    )
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    assert f"| `{ARENA_MAX_VARIABLE}` | `{DEFAULT_ARENA_MAX}` |" in readme
+    assert f"| `{ENV_MALLOC_ARENA_MAX}` | `{DEFAULT_MALLOC_ARENA_MAX}` |" in readme

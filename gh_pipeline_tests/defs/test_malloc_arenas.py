@@ -6,11 +6,8 @@ import sys
 
 import pytest
 
-from gh_pipeline.defs.ops.malloc_arenas import (
-    ARENA_MAX_VARIABLE,
-    DEFAULT_ARENA_MAX,
-    arena_max_setting,
-)
+from gh_pipeline import settings
+from gh_pipeline.settings import DEFAULT_MALLOC_ARENA_MAX, ENV_MALLOC_ARENA_MAX
 from gh_pipeline_tests.support.dagster_process import base_env
 
 # Sixteen threads allocate at the same moment, so glibc hands contending threads new arenas
@@ -49,14 +46,14 @@ def _arenas(prelude: str, **env: str) -> int:
 def test_importing_the_instance_storage_caps_this_process_at_two_arenas() -> None:
     uncapped = _arenas("")
     # Without the cap the same work spreads over more arenas: the count below can tell.
-    assert uncapped > DEFAULT_ARENA_MAX
-    assert _arenas("import gh_pipeline.defs.ops.instance_storage") <= DEFAULT_ARENA_MAX
+    assert uncapped > DEFAULT_MALLOC_ARENA_MAX
+    assert _arenas("import gh_pipeline.defs.ops.instance_storage") <= DEFAULT_MALLOC_ARENA_MAX
 
 
 def test_a_cap_the_user_set_is_kept_and_zero_leaves_glibc_alone() -> None:
     assert _arenas("import gh_pipeline.defs.ops.instance_storage", MALLOC_ARENA_MAX="1") == 1
     uncapped = _arenas("import gh_pipeline.defs.ops.instance_storage", MALLOC_ARENA_MAX="0")
-    assert uncapped > DEFAULT_ARENA_MAX
+    assert uncapped > DEFAULT_MALLOC_ARENA_MAX
 
 
 @pytest.mark.parametrize(("given", "child_sees"), [(None, "2"), ("5", "5")])
@@ -69,7 +66,7 @@ def test_processes_started_afterwards_inherit_the_cap(given: str | None, child_s
         "subprocess.run([sys.executable, '-c', "
         "'import os; print(os.environ.get(\"MALLOC_ARENA_MAX\"))'], check=True)\n"
     )
-    env = {} if given is None else {ARENA_MAX_VARIABLE: given}
+    env = {} if given is None else {ENV_MALLOC_ARENA_MAX: given}
     done = subprocess.run(
         [sys.executable, "-c", script],
         env=base_env(**env),
@@ -82,12 +79,18 @@ def test_processes_started_afterwards_inherit_the_cap(given: str | None, child_s
 
 
 @pytest.mark.parametrize(("raw", "expected"), [(None, 2), ("", 2), ("4", 4), (" 3 ", 3), ("0", 0)])
-def test_the_setting_reads_the_variable(raw: str | None, expected: int) -> None:
-    environ = {} if raw is None else {ARENA_MAX_VARIABLE: raw}
-    assert arena_max_setting(environ) == expected
+def test_the_setting_reads_the_variable(
+    raw: str | None, expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if raw is None:
+        monkeypatch.delenv(ENV_MALLOC_ARENA_MAX, raising=False)
+    else:
+        monkeypatch.setenv(ENV_MALLOC_ARENA_MAX, raw)
+    assert settings.malloc_arena_max() == expected
 
 
 @pytest.mark.parametrize("raw", ["two", "-1", "2.5"])
-def test_a_bad_value_is_refused_by_name(raw: str) -> None:
-    with pytest.raises(ValueError, match=rf"MALLOC_ARENA_MAX='{raw}'"):
-        arena_max_setting({ARENA_MAX_VARIABLE: raw})
+def test_a_bad_value_is_refused_by_name(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_MALLOC_ARENA_MAX, raw)
+    with pytest.raises(ValueError, match=rf"MALLOC_ARENA_MAX must be a whole number .*'{raw}'"):
+        settings.malloc_arena_max()
