@@ -73,8 +73,9 @@ from gh_pipeline_tests.support.dagster_process import (
     REPO_ROOT,
     base_env,
     free_port,
-    group_environ,
+    group_processes,
     kill_group,
+    process_environ,
     running,
     wait_for,
 )
@@ -237,19 +238,13 @@ class Store:
 
 
 def _group_rss(pgid: int) -> dict[str, int]:
-    """RSS (bytes) of the dagster dev process group, by role."""
+    """RSS (bytes) of the dagster dev process group, by role (run workers: "other")."""
     out: dict[str, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for process in group_processes(pgid):
         try:
-            fields = stat.read_text(encoding="ascii").rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:
-                continue
-            cmd = (
-                (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            )
-            status = (stat.parent / "status").read_text(encoding="ascii")
-        except (OSError, IndexError, ValueError):
-            continue
+            status = Path(f"/proc/{process.pid}/status").read_text(encoding="ascii")
+        except OSError:
+            continue  # ended while we looked
         rss = next(
             (
                 int(line.split()[1]) * 1024
@@ -258,19 +253,7 @@ def _group_rss(pgid: int) -> dict[str, int]:
             ),
             0,
         )
-        if "dagster._daemon" in cmd:
-            role = "daemon"
-        elif "dagster_webserver" in cmd:
-            role = "webserver"
-        elif "api grpc" in cmd:
-            role = "code_server"  # loads the definitions, evaluates the sensor, starts run workers
-        elif "code-server" in cmd:
-            role = "code_server_proxy"  # `dagster code-server start`: restarts the one above
-        elif "dagster dev" in cmd or " dev " in cmd:
-            role = "dagster_dev"
-        else:
-            role = "other"  # run workers come and go: not a trend
-        out[role] = out.get(role, 0) + rss
+        out[process.role] = out.get(process.role, 0) + rss
     return out
 
 
@@ -633,9 +616,9 @@ def main() -> None:
             # What the processes really run with, read from /proc: the daemon's MALLOC_ARENA_MAX.
             arena_max_seen = next(
                 (
-                    environ.get("MALLOC_ARENA_MAX", "unset")
-                    for cmd, environ in group_environ(proc.pid).items()
-                    if "dagster._daemon" in cmd
+                    process_environ(p.pid).get("MALLOC_ARENA_MAX", "unset")
+                    for p in group_processes(proc.pid)
+                    if p.role == "daemon"
                 ),
                 "no daemon found",
             )

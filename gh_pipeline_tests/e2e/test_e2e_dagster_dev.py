@@ -15,7 +15,8 @@ from gh_pipeline_tests.support.dagster_process import (
     BIN,
     base_env,
     free_port,
-    group_environ,
+    group_processes,
+    process_environ,
     running,
     wait_for,
 )
@@ -75,19 +76,16 @@ def test_dagster_dev_polls_unattended_and_survives_restart(
             if storage.name == "sqlite":
                 # dagster.yaml's storage caps malloc arenas in dagster dev, which passes the cap
                 # to every process it starts (deploy/Dockerfile sets it for the Postgres image).
+                processes = group_processes(dev.pid)
                 arenas = {
                     role: [
-                        environ.get("MALLOC_ARENA_MAX")
-                        for cmd, environ in group_environ(dev.pid).items()
-                        if marker in cmd
+                        process_environ(p.pid).get("MALLOC_ARENA_MAX")
+                        for p in processes
+                        if p.role == role
                     ]
-                    for role, marker in (
-                        ("daemon", "dagster._daemon"),
-                        ("webserver", "dagster_webserver"),
-                        ("code server", "api grpc"),
-                    )
+                    for role in ("daemon", "webserver", "code_server")
                 }
-                assert arenas == {"daemon": ["2"], "webserver": ["2"], "code server": ["2"]}
+                assert arenas == {"daemon": ["2"], "webserver": ["2"], "code_server": ["2"]}
             fake.push(later)
             wait_for(
                 lambda: _successes(storage, work) >= 2,

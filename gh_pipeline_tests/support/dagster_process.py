@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -79,25 +80,49 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def group_environ(pgid: int) -> dict[str, dict[str, str]]:
-    """Each live process of a process group: its command line -> its environment (from /proc)."""
-    out: dict[str, dict[str, str]] = {}
+@dataclass(frozen=True)
+class GroupProcess:
+    pid: int
+    role: str  # daemon, webserver, code_server, code_server_proxy, dagster_dev or other
+    cmd: str
+
+
+def process_role(cmd: str) -> str:
+    """Which part of `dagster dev` a command line is."""
+    if "dagster._daemon" in cmd:
+        return "daemon"
+    if "dagster_webserver" in cmd:
+        return "webserver"
+    if "api grpc" in cmd:
+        return "code_server"  # loads the definitions, evaluates the sensor, starts run workers
+    if "code-server" in cmd:
+        return "code_server_proxy"  # `dagster code-server start`: restarts the one above
+    if "dagster dev" in cmd or " dev " in cmd:
+        return "dagster_dev"
+    return "other"  # run workers come and go
+
+
+def group_processes(pgid: int) -> list[GroupProcess]:
+    """The live processes of a process group (from /proc), with their roles."""
+    out: list[GroupProcess] = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             if int(stat.read_text(encoding="ascii").rsplit(")", 1)[1].split()[2]) != pgid:
                 continue
-            cmd = (
-                (stat.parent / "cmdline")
-                .read_bytes()
-                .replace(b"\0", b" ")
-                .decode("utf-8", "replace")
-            )
-            raw = (stat.parent / "environ").read_bytes()
+            raw_cmd = (stat.parent / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue  # the process ended while we looked
-        out[cmd.strip()] = dict(
-            item.decode("utf-8", "replace").split("=", 1)
-            for item in raw.split(b"\0")
-            if b"=" in item
-        )
+        cmd = raw_cmd.replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        out.append(GroupProcess(int(stat.parent.name), process_role(cmd), cmd))
     return out
+
+
+def process_environ(pid: int) -> dict[str, str]:
+    """A live process's environment (from /proc); empty if it has ended."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(
+        item.decode("utf-8", "replace").split("=", 1) for item in raw.split(b"\0") if b"=" in item
+    )
