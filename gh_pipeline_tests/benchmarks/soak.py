@@ -537,6 +537,16 @@ def main() -> None:
         "type, every 60 s) to tell a Python-level leak from RSS growth below Python",
     )
     parser.add_argument(
+        "--native-window",
+        nargs=2,
+        type=float,
+        metavar=("AFTER_MIN", "FOR_MIN"),
+        default=None,
+        help="with --heap-probe: record the daemon's mallocs with native stacks (memray) from "
+        "AFTER_MIN minutes after start for FOR_MIN minutes, and print what it allocated in that "
+        "window and still held at its end, by allocating stack; polling lasts past the window",
+    )
+    parser.add_argument(
         "--malloc-arena-max",
         type=int,
         default=None,
@@ -549,6 +559,8 @@ def main() -> None:
         help="only the UI timing, on the history a previous soak left in <data>/benchmarks/soak",
     )
     args = parser.parse_args()
+    if args.native_window and not args.heap_probe:
+        parser.error("--native-window needs --heap-probe")
 
     out_dir = settings.data_dir(args.data_dir).resolve() / "benchmarks"
     suffix = "-postgres" if args.postgres else ""
@@ -582,6 +594,10 @@ def main() -> None:
             "SOAK_HEAP_DIR": str(heap_dir),
             "SOAK_HEAP_EVERY_S": "60",
         }
+        if args.native_window:
+            after_min, for_min = args.native_window
+            probe_env["SOAK_NATIVE_AFTER_S"] = str(after_min * 60)
+            probe_env["SOAK_NATIVE_FOR_S"] = str(for_min * 60)
 
     feed = [trim_event(e) for e in numbered_feed(150, serial=0)]
     stop = threading.Event()
@@ -629,6 +645,12 @@ def main() -> None:
                 flush=True,
             )
             bound_s = args.minutes * 60 if args.minutes else max(600, args.polls * 20)
+            # The daemon's native window is counted from its start (about when the UI came up);
+            # its file is written when the window closes, so polling goes on a minute past that.
+            native_end = (
+                started + ui_up_s + sum(args.native_window) * 60 + 60 if args.native_window else 0
+            )
+            bound_s = max(bound_s, native_end - time.monotonic())
             deadline = time.monotonic() + bound_s
             while time.monotonic() < deadline:
                 runs = store.runs()
@@ -654,7 +676,7 @@ def main() -> None:
                     + " ".join(f"{k}={v / 1e6:.0f}MB" for k, v in sorted(sample["rss"].items())),
                     flush=True,
                 )
-                if ok >= args.polls:
+                if ok >= args.polls and time.monotonic() > native_end:
                     break
                 time.sleep(SAMPLE_EVERY_S)
             kill_group(proc)
@@ -664,6 +686,8 @@ def main() -> None:
         result["malloc_arena_max"] = arena_max_seen
         if args.heap_probe:
             result["heap"] = _heap_summary(heap_dir)
+        if args.native_window:
+            result["native_held"] = _native_summary(heap_dir)
         os.chdir(cwd)
         _report(result, out_dir, suffix)
     if args.ui_runs and not args.postgres:
@@ -707,6 +731,57 @@ def _heap_summary(heap_dir: Path) -> dict[str, Any]:
             "types_grown_middle_to_last": {k: n for n, k in grew[:8] if n > 0},
         }
     return out
+
+
+def _native_summary(heap_dir: Path, top: int = 15) -> dict[str, Any]:
+    """What the daemon allocated inside the native window and still held when it closed, by
+    allocating stack (memray's leak records, threads merged), largest first."""
+    import memray  # a dev dependency, needed only here
+
+    out: dict[str, Any] = {}
+    for path in sorted(heap_dir.glob("*.memray")):
+        reader = memray.FileReader(path)
+        records = sorted(
+            reader.get_leaked_allocation_records(merge_threads=True), key=lambda r: -r.size
+        )
+        held = sum(r.size for r in records)
+        by_python: dict[str, float] = {}
+        for record in records:
+            python = _split_stack(record)[1]
+            key = python[0] if python else "(no Python frame)"
+            by_python[key] = round(by_python.get(key, 0.0) + record.size / 1e3, 1)
+        window_s = (reader.metadata.end_time - reader.metadata.start_time).total_seconds()
+        out[path.stem] = {
+            "window_minutes": round(window_s / 60, 1),
+            "held_mb": round(held / 1e6, 2),
+            "held_allocations": sum(r.n_allocations for r in records),
+            "peak_mb": round(reader.metadata.peak_memory / 1e6, 1),
+            "by_python_frame_kb": dict(sorted(by_python.items(), key=lambda kv: -kv[1])[:top]),
+            "top": [
+                {
+                    "kb": round(r.size / 1e3, 1),
+                    "allocations": r.n_allocations,
+                    "native": native,
+                    "python": python,
+                }
+                for r, (native, python) in ((r, _split_stack(r)) for r in records[:top])
+            ],
+        }
+    return out
+
+
+def _split_stack(record: Any) -> tuple[list[str], list[str]]:
+    """A held allocation's stack, innermost first, as the native frames below the first Python
+    frame (which library allocated) and the Python frames (which code asked), CPython's own
+    interpreter frames left out of the latter."""
+    frames = [
+        (f"{function} {Path(file).name}:{line}", file.endswith(".py") or file.startswith("<"))
+        for function, file, line in record.hybrid_stack_trace()
+    ]
+    first_py = next((i for i, (_, is_py) in enumerate(frames) if is_py), len(frames))
+    native = [text for text, _ in frames[:first_py]][:12]
+    python = [text for text, is_py in frames[first_py:] if is_py][:12]
+    return native, python
 
 
 def _analyse(

@@ -8,6 +8,13 @@ the process's RSS, the bytes Python has allocated and not freed since tracing be
 fast) and the live objects the garbage collector knows, by type. A Python-level leak shows as
 traced bytes and some type's count rising sample after sample; RSS rising while both stay flat
 points below Python (the allocator, native libraries).
+
+With SOAK_NATIVE_AFTER_S and SOAK_NATIVE_FOR_S also set, the daemon records every malloc with its
+native and Python stack (memray, native traces) from SOAK_NATIVE_AFTER_S seconds after start for
+SOAK_NATIVE_FOR_S seconds, to <SOAK_HEAP_DIR>/daemon-<pid>.memray: what it allocated in that
+window and still held at its end is what the process grew by, with the code that allocated it.
+Starting after warm-up keeps start-up's lasting allocations (imports, caches) out of it; the
+daemon then skips tracemalloc (its traced bytes read 0), whose own tables memray would count.
 """
 
 import collections
@@ -59,17 +66,31 @@ def _sample(out: Path, started: float) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
-def _loop(out: Path, every_s: float) -> None:
+def _loop(out: Path, every_s: float, trace: bool) -> None:
     started = time.monotonic()
     while True:
         time.sleep(every_s)
-        if not tracemalloc.is_tracing():
+        if trace and not tracemalloc.is_tracing():
             tracemalloc.start(1)
         try:
             _sample(out, started)
         except Exception as error:  # a probe must never take the process down
             with out.with_suffix(".err").open("a", encoding="utf-8") as handle:
                 handle.write(f"{type(error).__name__}: {error}\n")
+
+
+def _native_window(out: Path, after_s: float, for_s: float) -> None:
+    # Imported here: memray is a dev dependency, needed only when a native window is asked for.
+    import memray
+
+    time.sleep(after_s)
+    out.unlink(missing_ok=True)
+    tracker = memray.Tracker(
+        out, native_traces=True, file_format=memray.FileFormat.AGGREGATED_ALLOCATIONS
+    )
+    # Entered and left on this thread; memray records the allocations of every thread.
+    with tracker:
+        time.sleep(for_s)
 
 
 def _start() -> None:
@@ -79,7 +100,19 @@ def _start() -> None:
         return
     out = Path(directory) / f"{role}-{os.getpid()}.jsonl"
     every_s = float(os.environ.get("SOAK_HEAP_EVERY_S", "60"))
-    threading.Thread(target=_loop, args=(out, every_s), daemon=True, name="soak-heap-probe").start()
+    after_s, for_s = os.environ.get("SOAK_NATIVE_AFTER_S"), os.environ.get("SOAK_NATIVE_FOR_S")
+    native = role == "daemon" and bool(after_s and for_s)
+    # tracemalloc's own tables are mallocs too: with memray watching, they would show as held.
+    threading.Thread(
+        target=_loop, args=(out, every_s, not native), daemon=True, name="soak-heap-probe"
+    ).start()
+    if native:
+        threading.Thread(
+            target=_native_window,
+            args=(out.with_suffix(".memray"), float(after_s), float(for_s)),
+            daemon=True,
+            name="soak-native-probe",
+        ).start()
 
 
 _start()
