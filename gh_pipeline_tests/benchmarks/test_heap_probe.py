@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gh_pipeline_tests.benchmarks.soak import _native_summary
+
 PROBE = Path(__file__).resolve().parent / "heap_probe"
 
 # Grows one list of instances of a class of its own for about 3 s. The trailing "api grpc"
@@ -50,3 +52,45 @@ def test_probe_records_a_growing_type_and_traced_heap(tmp_path: Path) -> None:
 
 def test_probe_stays_out_of_other_processes(tmp_path: Path) -> None:
     assert _run_child(tmp_path, "dagster", "dev") == []
+
+
+# Holds one buffer allocated in a function of its own while memray watches, frees another, and
+# outlives the window. The "dagster._daemon" argument makes it look like the daemon.
+NATIVE_CHILD = """
+import time
+held = []
+def hold_native_probe_buffer():
+    held.append(bytearray(3_000_000))
+def free_native_probe_buffer():
+    return len(bytearray(5_000_000))
+time.sleep(0.6)
+hold_native_probe_buffer()
+free_native_probe_buffer()
+time.sleep(2.5)
+"""
+
+
+def test_native_window_names_the_code_that_holds_memory(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PROBE),
+        "SOAK_HEAP_DIR": str(tmp_path),
+        "SOAK_HEAP_EVERY_S": "60",
+        "SOAK_NATIVE_AFTER_S": "0.2",
+        "SOAK_NATIVE_FOR_S": "1.5",
+    }
+    subprocess.run(
+        [sys.executable, "-c", NATIVE_CHILD, "-m", "dagster._daemon"],
+        env=env,
+        check=True,
+        timeout=60,
+    )
+    [capture] = tmp_path.glob("daemon-*.memray")
+    summary = _native_summary(tmp_path)[capture.stem]
+    held_by = summary["by_python_frame_kb"]
+    holder = next(k for k in held_by if k.startswith("hold_native_probe_buffer "))
+    assert held_by[holder] >= 3_000, held_by
+    # what was freed inside the window is not held; the peak saw both buffers
+    assert not any(k.startswith("free_native_probe_buffer ") for k in held_by), held_by
+    assert summary["peak_mb"] >= 8.0, summary
+    assert summary["top"][0]["python"][0].startswith("hold_native_probe_buffer "), summary["top"][0]
