@@ -4,7 +4,10 @@ instances in both directions (shards made before it, and Dagster's storage readi
 
 import contextlib
 import gc
+import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -166,3 +169,57 @@ def test_building_instances_and_run_shards_keeps_nothing_open(tmp_path: Path) ->
             # A new run shard: created, stamped and checked through alembic.
             instance.report_run_failed(run, "a shard is made")
     assert _exit_stacks() - before <= 1
+
+
+# Counts Python's "compile" audit events (every compile of source, as alembic's loading of a
+# migration script does) while a process makes new run shards and builds instances, once warm.
+# In a child process: an audit hook cannot be removed again.
+COMPILES_CHILD = """
+import json, sys
+from pathlib import Path
+import dagster as dg
+from gh_pipeline.defs.live.jobs import POLL_JOB_NAME
+
+compiles = 0
+def count(event, _args):
+    global compiles
+    if event == "compile":
+        compiles += 1
+sys.addaudithook(count)
+
+home = sys.argv[1]
+def new_shard(instance):
+    run = instance.add_run(dg.DagsterRun(job_name=POLL_JOB_NAME))
+    instance.report_run_failed(run, "a shard is made")
+
+with dg.DagsterInstance.from_config(home) as instance:
+    new_shard(instance)
+    before = compiles
+    for _ in range(10):
+        new_shard(instance)
+    shards = compiles - before
+before = compiles
+for _ in range(5):
+    with dg.DagsterInstance.from_config(home):
+        pass
+print(json.dumps({"shards": shards, "instances": compiles - before}))
+"""
+
+
+def test_migration_scripts_are_compiled_once_per_process(tmp_path: Path) -> None:
+    """Dagster's schema check and stamp build a new alembic ScriptDirectory each time, which
+    compiles all 89 migration scripts again: ~265 compiles for every new run shard and ~176 for
+    every instance the code server builds (each sensor tick), the churn behind the daemon's
+    stepwise RSS growth. Once warm, a new shard compiles at most alembic's env.py (the stamp
+    command runs it) and a new instance nothing."""
+    home = _home(tmp_path, "home", ours=True)
+    result = subprocess.run(
+        [sys.executable, "-c", COMPILES_CHILD, str(home)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    counts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert counts["shards"] <= 10, counts
+    assert counts["instances"] == 0, counts

@@ -14,9 +14,9 @@ asset_event_tags, which deleting a run touches), not the cross-run tables (asset
 executions, concurrency slots, ...) that only the index shard fills: ~8 kB instead of ~18 kB a
 run. Its alembic stamp is the same as a full shard's, so Dagster treats it as current.
 
-It also stops a slow leak that every process using this storage would otherwise have (see
-`resolve_alembic_resources_once`), and caps glibc's malloc arenas in those processes and the ones
-they start (`malloc_arenas`).
+It also stops two slow leaks that every process using this storage would otherwise have (see
+`resolve_alembic_resources_once` and `load_alembic_scripts_once`), and caps glibc's malloc arenas
+in those processes and the ones they start (`malloc_arenas`).
 """
 
 import contextlib
@@ -27,10 +27,13 @@ from pathlib import Path
 
 import alembic.util
 import sqlalchemy.exc as db_exc
+from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
 from dagster._core.storage.event_log.schema import AssetEventTagsTable, SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite import sqlite_event_log
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.sql import (
+    ALEMBIC_SCRIPTS_LOCATION,
     check_alembic_revision,
     get_alembic_config,
     stamp_alembic_rev,
@@ -77,6 +80,65 @@ def resolve_alembic_resources_once() -> None:
 
 
 resolve_alembic_resources_once()
+
+_script_directories: dict[tuple[str, ...], ScriptDirectory] = {}
+_script_lock = threading.Lock()
+
+
+def load_alembic_scripts_once() -> None:
+    """Make alembic read Dagster's migration scripts once per process, not on every schema check.
+
+    Dagster asks alembic for the head revision of its schema with a new ScriptDirectory on every
+    check and stamp: three times for each new run shard, and on every instance it builds. A new
+    ScriptDirectory compiles all of Dagster's 89 migration scripts from source again. That churn,
+    not anything kept, was the daemon's steady native growth over the 300-poll soak: memray
+    (the soak's --native-window) found the one allocation the daemon made and kept over 35
+    minutes of polling was a 3.8 MB resize of the interpreter's table of interned strings,
+    which compiling the scripts fills and their release empties again. Each resize leaves its
+    predecessor as a hole glibc cannot give back, so RSS climbs in steps of that size.
+
+    The scripts are part of the installed dagster package and do not change while the process
+    runs, so the first ScriptDirectory for Dagster's location is kept and its revision map is
+    read once. Every other script location is built as before."""
+    original = ScriptDirectory.from_config.__func__  # type: ignore[attr-defined]
+    if getattr(original, "_gh_pipeline_once", False):
+        return
+
+    def from_config_once(cls: type[ScriptDirectory], config: AlembicConfig) -> ScriptDirectory:
+        location = config.get_alembic_option("script_location")
+        if location != ALEMBIC_SCRIPTS_LOCATION or config.get_prepend_sys_paths_list():
+            return original(cls, config)
+        # Everything from_config reads from the config, so a different option is a new entry.
+        key = tuple(
+            repr(part)
+            for part in (
+                cls,
+                location,
+                config.get_alembic_option("file_template"),
+                config.get_alembic_option("truncate_slug_length"),
+                config.get_alembic_boolean_option("sourceless"),
+                config.get_alembic_option("output_encoding"),
+                config.get_version_locations_list(),
+                config.get_alembic_option("timezone"),
+                config.get_hooks_list(),
+                config.get_alembic_boolean_option("recursive_version_locations"),
+                sorted(config.messaging_opts.items()),
+            )
+        )
+        with _script_lock:
+            if key not in _script_directories:
+                script = original(cls, config)
+                _ = script.revision_map.heads  # read the scripts now, under the lock, once
+                _script_directories[key] = script
+            return _script_directories[key]
+
+    from_config_once._gh_pipeline_once = True  # type: ignore[attr-defined]
+    # Dagster's check (dagster._core.storage.sql) and alembic's stamp command both call it as
+    # ScriptDirectory.from_config: the class attribute.
+    ScriptDirectory.from_config = classmethod(from_config_once)  # type: ignore[method-assign,assignment]
+
+
+load_alembic_scripts_once()
 
 # SQLite's smallest page size. A run shard is written once by its run and read by the UI's run
 # page; events larger than a page (most are 0.4-5 kB) go on overflow pages, which costs 4 bytes a
