@@ -54,19 +54,23 @@ def test_probe_stays_out_of_other_processes(tmp_path: Path) -> None:
     assert _run_child(tmp_path, "dagster", "dev") == []
 
 
-# Holds one buffer allocated in a function of its own while memray watches, frees another, and
-# outlives the window. The "dagster._daemon" argument makes it look like the daemon.
+# Once memray watches (its capture file exists), holds one buffer allocated in a function of its
+# own and frees another, then outlives the window. "dagster._daemon" makes it look like the daemon.
 NATIVE_CHILD = """
-import time
+import sys, time
+from pathlib import Path
 held = []
 def hold_native_probe_buffer():
     held.append(bytearray(3_000_000))
 def free_native_probe_buffer():
     return len(bytearray(5_000_000))
-time.sleep(0.6)
+deadline = time.monotonic() + 30
+while not list(Path(sys.argv[1]).glob("daemon-*.memray")) and time.monotonic() < deadline:
+    time.sleep(0.05)
+time.sleep(0.3)
 hold_native_probe_buffer()
 free_native_probe_buffer()
-time.sleep(2.5)
+time.sleep(8)  # the window closes 3 s after it opened; its file is written then
 """
 
 
@@ -76,11 +80,11 @@ def test_native_window_names_the_code_that_holds_memory(tmp_path: Path) -> None:
         "PYTHONPATH": str(PROBE),
         "SOAK_HEAP_DIR": str(tmp_path),
         "SOAK_HEAP_EVERY_S": "60",
-        "SOAK_NATIVE_AFTER_S": "0.2",
-        "SOAK_NATIVE_FOR_S": "1.5",
+        "SOAK_NATIVE_AFTER_S": "0",
+        "SOAK_NATIVE_FOR_S": "3",
     }
     subprocess.run(
-        [sys.executable, "-c", NATIVE_CHILD, "-m", "dagster._daemon"],
+        [sys.executable, "-c", NATIVE_CHILD, str(tmp_path), "-m", "dagster._daemon"],
         env=env,
         check=True,
         timeout=60,
