@@ -89,13 +89,14 @@ def load_alembic_scripts_once() -> None:
     """Make alembic read Dagster's migration scripts once per process, not on every schema check.
 
     Dagster asks alembic for the head revision of its schema with a new ScriptDirectory on every
-    check and stamp: three times for each new run shard, and on every instance it builds. A new
-    ScriptDirectory compiles all of Dagster's 89 migration scripts from source again. That churn,
-    not anything kept, was the daemon's steady native growth over the 300-poll soak: memray
-    (the soak's --native-window) found the one allocation the daemon made and kept over 35
-    minutes of polling was a 3.8 MB resize of the interpreter's table of interned strings,
-    which compiling the scripts fills and their release empties again. Each resize leaves its
-    predecessor as a hole glibc cannot give back, so RSS climbs in steps of that size.
+    check and stamp: twice for each new run shard (three times with the small shards below), and
+    on every instance it builds. A new ScriptDirectory compiles all of Dagster's 89 migration
+    scripts from source again (~177-265 compiles a shard, ~176 an instance) and drops them. Nothing of it is kept, yet the process's
+    RSS climbs: memray (the soak's --native-window) found the one sizeable allocation the daemon
+    made and kept over 35 minutes of polling was a 3.8 MB resize of the interpreter's table of
+    interned strings, which each compile fills and each release empties again; 1,000 new shards
+    and 300 instances grew a process by 25 MB with Dagster's storage and 5 MB with this one
+    (benchmarks/instance_build.py), and the daemon's creep over a 300-poll soak went with it.
 
     The scripts are part of the installed dagster package and do not change while the process
     runs, so the first ScriptDirectory for Dagster's location is kept and its revision map is
