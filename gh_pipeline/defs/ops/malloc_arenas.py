@@ -5,7 +5,8 @@ Dagster's daemon runs a thread per daemon (sensors, schedules, run queue, monito
 code server a gRPC thread pool, so each process ends up with many arenas, each holding its own
 free pages. With two (a 300-poll soak, docs/operations.md#a-month-unattended) the daemon started
 4 MB lower, the code server and its proxy 15 MB lower, and the code server stayed flat after
-warm-up; the daemon's slow native growth (3 MB per 100 polls) is not an arena effect.
+warm-up; the daemon's slow native growth (3 MB per 100 polls) was not an arena effect (it was
+alembic recompiling Dagster's migration scripts: instance_storage.load_alembic_scripts_once).
 
 `cap_malloc_arenas` runs when `instance_storage` is imported, that is in every process that builds
 the instance from `dagster.yaml`: `dagster dev` itself, before it starts the webserver, the daemon
