@@ -15,82 +15,26 @@ table and written to <data_dir>/benchmarks/instance_build.json.
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gh_pipeline import settings
-from gh_pipeline_tests.support.dagster_process import REPO_ROOT
-
-CHILD = """
-import json, sys, time
-from pathlib import Path
-import dagster as dg
-
-compiles = 0
-def count(event, _args):
-    global compiles
-    if event == "compile":
-        compiles += 1
-sys.addaudithook(count)
-
-def rss_mb():
-    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-home, shards, instances = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-out = {}
-with dg.DagsterInstance.from_config(home) as instance:
-    def new_shard():
-        run = instance.add_run(dg.DagsterRun(job_name="benchmark"))
-        instance.report_run_failed(run, "a new run shard")
-    for _ in range(3):  # warm: imports, first resolutions
-        new_shard()
-    out["rss_mb_warm"] = round(rss_mb(), 1)
-    before, started = compiles, time.perf_counter()
-    for _ in range(shards):
-        new_shard()
-    out["ms_per_shard"] = round((time.perf_counter() - started) * 1000 / shards, 1)
-    out["compiles_per_shard"] = round((compiles - before) / shards, 1)
-before, started = compiles, time.perf_counter()
-for _ in range(instances):
-    with dg.DagsterInstance.from_config(home):
-        pass
-out["ms_per_instance"] = round((time.perf_counter() - started) * 1000 / instances, 1)
-out["compiles_per_instance"] = round((compiles - before) / instances, 1)
-out["rss_mb_end"] = round(rss_mb(), 1)
-print(json.dumps(out))
-"""
+from gh_pipeline_tests.support.schema_checks import instance_home, measure
 
 
 def _measure(ours: bool, shards: int, instances: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="instance-build-") as tmp:
-        home = Path(tmp) / "home"
-        home.mkdir()
-        base = str(Path(tmp) / "storage")
-        if ours:
-            storage = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text(encoding="utf-8"))[
-                "storage"
-            ]
-            storage["custom"]["config"]["base_dir"] = base
-        else:
-            storage = {"sqlite": {"base_dir": base}}
-        config = {"storage": storage, "telemetry": {"enabled": False}}
-        (home / "dagster.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-        result = subprocess.run(
-            [sys.executable, "-c", CHILD, str(home), str(shards), str(instances)],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=1800,
-        )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+        home = instance_home(Path(tmp), "home", ours=ours)
+        out = measure(home, shards=shards, instances=instances)
+    return {
+        "rss_mb_warm": out["rss_mb_warm"],
+        "ms_per_shard": out["ms_per_shard"],
+        "compiles_per_shard": round(out["compiles_shards"] / shards, 1),
+        "ms_per_instance": out["ms_per_instance"],
+        "compiles_per_instance": round(out["compiles_instances"] / instances, 1),
+        "rss_mb_end": out["rss_mb_end"],
+    }
 
 
 def main() -> None:

@@ -4,39 +4,17 @@ instances in both directions (shards made before it, and Dagster's storage readi
 
 import contextlib
 import gc
-import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
 
 from gh_pipeline.definitions import defs
 from gh_pipeline.defs.live.jobs import POLL_JOB_NAME
 from gh_pipeline.defs.ops.instance_storage import SHARD_PAGE_SIZE, SmallShardSqliteEventLogStorage
-from gh_pipeline_tests.support.dagster_process import REPO_ROOT
 from gh_pipeline_tests.support.fake_github import FakeGitHub, numbered_feed, trim_event
-
-
-def _home(tmp_path: Path, name: str, *, ours: bool) -> Path:
-    """An instance directory sharing one storage directory: dagster.yaml's storage block, or
-    Dagster's plain `storage: sqlite:` on the same files."""
-    home = tmp_path / name
-    home.mkdir()
-    base = str(tmp_path / "storage")
-    if ours:
-        storage = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text(encoding="utf-8"))[
-            "storage"
-        ]
-        storage["custom"]["config"]["base_dir"] = base
-    else:
-        storage = {"sqlite": {"base_dir": base}}
-    config = {"storage": storage, "telemetry": {"enabled": False}}
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    return home
+from gh_pipeline_tests.support.schema_checks import instance_home, measure
 
 
 def _page_size(path: Path) -> int:
@@ -81,7 +59,7 @@ def test_poll_run_shard_has_small_pages_and_is_smaller_than_with_dagsters_storag
         # alike (no chart due, 40 new events each), the first draws every chart.
         for serial, ours in ((1, False), (2, False), (3, True)):
             fake.push([trim_event(e) for e in numbered_feed(40, serial=serial)])
-            home = _home(tmp_path, f"home{serial}", ours=ours)
+            home = instance_home(tmp_path, f"home{serial}", ours=ours)
             with dg.DagsterInstance.from_config(str(home)) as instance:
                 if ours:
                     assert isinstance(instance.event_log_storage, SmallShardSqliteEventLogStorage)
@@ -105,7 +83,10 @@ def test_poll_run_shard_has_small_pages_and_is_smaller_than_with_dagsters_storag
 
 
 def test_dagster_and_this_storage_read_each_others_shards(tmp_path: Path) -> None:
-    plain, ours = _home(tmp_path, "plain", ours=False), _home(tmp_path, "ours", ours=True)
+    plain, ours = (
+        instance_home(tmp_path, "plain", ours=False),
+        instance_home(tmp_path, "ours", ours=True),
+    )
     before = _materialise(plain)  # a shard made before the switch, 4 kB pages
     after = _materialise(ours)
     assert _page_size(_shard(tmp_path, before)) == 4096
@@ -131,7 +112,10 @@ def _revision(path: Path) -> str:
 def test_a_new_run_shard_holds_only_the_run_tables_and_is_current_for_dagster(
     tmp_path: Path,
 ) -> None:
-    plain, ours = _home(tmp_path, "plain", ours=False), _home(tmp_path, "ours", ours=True)
+    plain, ours = (
+        instance_home(tmp_path, "plain", ours=False),
+        instance_home(tmp_path, "ours", ours=True),
+    )
     full, small = _materialise(plain), _materialise(ours)
     assert _tables(_shard(tmp_path, small)) == {"event_logs", "asset_event_tags", "alembic_version"}
     assert "asset_keys" in _tables(_shard(tmp_path, full))  # Dagster's own: every table
@@ -160,7 +144,7 @@ def test_building_instances_and_run_shards_keeps_nothing_open(tmp_path: Path) ->
     """The code server builds an instance from dagster.yaml on every sensor tick, and every
     process opens each new run's shard: alembic's schema check behind both must not leave an
     ExitStack registered with atexit each time (the daemon's and code server's RSS growth)."""
-    home = _home(tmp_path, "home", ours=True)
+    home = instance_home(tmp_path, "home", ours=True)
     _materialise(home)  # the first resolution of Dagster's alembic scripts may keep one
     before = _exit_stacks()
     for _ in range(10):
@@ -171,55 +155,12 @@ def test_building_instances_and_run_shards_keeps_nothing_open(tmp_path: Path) ->
     assert _exit_stacks() - before <= 1
 
 
-# Counts Python's "compile" audit events (every compile of source, as alembic's loading of a
-# migration script does) while a process makes new run shards and builds instances, once warm.
-# In a child process: an audit hook cannot be removed again.
-COMPILES_CHILD = """
-import json, sys
-from pathlib import Path
-import dagster as dg
-from gh_pipeline.defs.live.jobs import POLL_JOB_NAME
-
-compiles = 0
-def count(event, _args):
-    global compiles
-    if event == "compile":
-        compiles += 1
-sys.addaudithook(count)
-
-home = sys.argv[1]
-def new_shard(instance):
-    run = instance.add_run(dg.DagsterRun(job_name=POLL_JOB_NAME))
-    instance.report_run_failed(run, "a shard is made")
-
-with dg.DagsterInstance.from_config(home) as instance:
-    new_shard(instance)
-    before = compiles
-    for _ in range(10):
-        new_shard(instance)
-    shards = compiles - before
-before = compiles
-for _ in range(5):
-    with dg.DagsterInstance.from_config(home):
-        pass
-print(json.dumps({"shards": shards, "instances": compiles - before}))
-"""
-
-
 def test_migration_scripts_are_compiled_once_per_process(tmp_path: Path) -> None:
     """Dagster's schema check and stamp build a new alembic ScriptDirectory each time, which
     compiles all 89 migration scripts again: ~265 compiles for every new run shard and ~176 for
     every instance the code server builds (each sensor tick), the churn behind the daemon's
     stepwise RSS growth. Once warm, a new shard compiles at most alembic's env.py (the stamp
     command runs it) and a new instance nothing."""
-    home = _home(tmp_path, "home", ours=True)
-    result = subprocess.run(
-        [sys.executable, "-c", COMPILES_CHILD, str(home)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    counts = json.loads(result.stdout.strip().splitlines()[-1])
-    assert counts["shards"] <= 10, counts
-    assert counts["instances"] == 0, counts
+    counts = measure(instance_home(tmp_path, "home", ours=True), shards=10, instances=5)
+    assert counts["compiles_shards"] <= 10, counts
+    assert counts["compiles_instances"] == 0, counts
