@@ -745,18 +745,21 @@ def _native_summary(heap_dir: Path, top: int = 15) -> dict[str, Any]:
             reader.get_leaked_allocation_records(merge_threads=True), key=lambda r: -r.size
         )
         held = sum(r.size for r in records)
-        by_python: dict[str, float] = {}
-        for record in records:
-            python = _split_stack(record)[1]
+        stacks = [_split_stack(r) for r in records]  # hybrid stacks are not cheap: read once
+        by_python: dict[str, int] = {}
+        for record, (_, python) in zip(records, stacks, strict=True):
             key = python[0] if python else "(no Python frame)"
-            by_python[key] = round(by_python.get(key, 0.0) + record.size / 1e3, 1)
+            by_python[key] = by_python.get(key, 0) + record.size
         window_s = (reader.metadata.end_time - reader.metadata.start_time).total_seconds()
         out[path.stem] = {
             "window_minutes": round(window_s / 60, 1),
             "held_mb": round(held / 1e6, 2),
             "held_allocations": sum(r.n_allocations for r in records),
             "peak_mb": round(reader.metadata.peak_memory / 1e6, 1),
-            "by_python_frame_kb": dict(sorted(by_python.items(), key=lambda kv: -kv[1])[:top]),
+            "by_python_frame_kb": {
+                k: round(v / 1e3, 1)
+                for k, v in sorted(by_python.items(), key=lambda kv: -kv[1])[:top]
+            },
             "top": [
                 {
                     "kb": round(r.size / 1e3, 1),
@@ -764,7 +767,7 @@ def _native_summary(heap_dir: Path, top: int = 15) -> dict[str, Any]:
                     "native": native,
                     "python": python,
                 }
-                for r, (native, python) in ((r, _split_stack(r)) for r in records[:top])
+                for r, (native, python) in zip(records[:top], stacks, strict=False)
             ],
         }
     return out

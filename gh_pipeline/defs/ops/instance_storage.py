@@ -91,8 +91,8 @@ def load_alembic_scripts_once() -> None:
     Dagster asks alembic for the head revision of its schema with a new ScriptDirectory on every
     check and stamp: twice for each new run shard (three times with the small shards below), and
     on every instance it builds. A new ScriptDirectory compiles all of Dagster's 89 migration
-    scripts from source again (~177-265 compiles a shard, ~176 an instance) and drops them. Nothing of it is kept, yet the process's
-    RSS climbs: memray (the soak's --native-window) found the one sizeable allocation the daemon
+    scripts from source again (~177-265 compiles a shard, ~176 an instance) and drops them.
+    Nothing of it is kept, yet the process's RSS climbs: memray (the soak's --native-window) found the one sizeable allocation the daemon
     made and kept over 35 minutes of polling was a 3.8 MB resize of the interpreter's table of
     interned strings, which each compile fills and each release empties again; 1,000 new shards
     and 300 instances grew a process by 25 MB with Dagster's storage and 5 MB with this one
